@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs hairtryon and everything it needs into ./.venv, then fetches the face-parser weights.
+# Re-running it is safe. Environment:
+#   PYTHON           interpreter that creates the venv (default: python3, 3.10 or newer)
+#   HAIRTRYON_TORCH  pip requirement for torch (default: torch==2.13.0, the CPU build here;
+#                    on a CUDA machine use e.g. "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+VPY=.venv/bin/python
+$VPY -m pip install --quiet --upgrade pip
+# shellcheck disable=SC2086
+$VPY -m pip install --quiet ${HAIRTRYON_TORCH:-torch==2.13.0}
+$VPY -m pip install --quiet -e ".[test]"
+.venv/bin/hairtryon weights fetch bisenet
+echo "hairtryon is installed in .venv (activate with: source .venv/bin/activate)"

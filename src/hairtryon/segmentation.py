@@ -1,0 +1,224 @@
+"""Stage 1 of the method (paper 3.1): semantic maps with the method's 5 classes.
+
+Classes (ids): 0 background, 1 hair, 2 face, 3 ears, 4 neck+clothes. Face = skin, brows, eyes,
+glasses, nose, mouth, lips; ears = ears and earrings; neck+clothes = neck, necklace, cloth;
+a hat counts as hair.
+
+Segmenters sit behind one small interface (:class:`Segmenter`): they take a face-centred crop
+and return class probabilities. :func:`parse` finds the face, frames the crop, runs the
+segmenter and maps the labels back to the whole photo.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Protocol, Tuple, runtime_checkable
+
+import cv2
+import numpy as np
+
+from .errors import HairTryOnError, NoFaceFound
+from .framing import Frame, resize
+
+CLASSES = ("background", "hair", "face", "ears", "neck_clothes")
+BACKGROUND, HAIR, FACE, EARS, NECK = range(5)
+# Colours of the rendering: hair red as in the paper's figures, face blue as in LOHO's masks.
+PALETTE = np.array([(0, 0, 0), (255, 0, 0), (0, 0, 255), (255, 255, 0), (0, 255, 0)], np.uint8)
+
+# CelebAMask-HQ part order (the dataset's label ids) -> 5 classes.
+CELEBAMASK_PARTS = ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
+                    "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth")
+# The pretrained BiSeNet's output order (same parts, different order).
+BISENET_PARTS = ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear",
+                 "ear_r", "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat")
+PART_TO_CLASS: Dict[str, int] = {
+    "background": BACKGROUND,
+    "skin": FACE, "nose": FACE, "eye_g": FACE, "l_eye": FACE, "r_eye": FACE, "l_brow": FACE, "r_brow": FACE,
+    "mouth": FACE, "u_lip": FACE, "l_lip": FACE,
+    "l_ear": EARS, "r_ear": EARS, "ear_r": EARS,
+    "hair": HAIR, "hat": HAIR,
+    "neck": NECK, "neck_l": NECK, "cloth": NECK,
+}
+
+
+def part_lut(parts: Tuple[str, ...]) -> np.ndarray:
+    """(256,) uint8 lookup table from a 19-part label order to the 5 classes (unknown ids -> 0)."""
+    lut = np.zeros(256, np.uint8)
+    for i, p in enumerate(parts):
+        lut[i] = PART_TO_CLASS[p]
+    return lut
+
+
+CELEBAMASK_TO_5 = part_lut(CELEBAMASK_PARTS)
+BISENET_TO_5 = part_lut(BISENET_PARTS)
+
+
+@dataclass
+class SemanticMap:
+    """A semantic map of an image.
+
+    ``labels``: (H, W) uint8 class ids (see :data:`CLASSES`).
+    ``probs``: (5, H, W) float32 class probabilities (sum to 1 per pixel), or None.
+    ``meta``: how it was made (segmenter, frame, notes).
+    """
+
+    labels: np.ndarray
+    probs: Optional[np.ndarray] = None
+    meta: dict = field(default_factory=dict)
+
+    def mask(self, *classes: int) -> np.ndarray:
+        """(H, W) bool: pixels of any of ``classes``."""
+        return np.isin(self.labels, classes)
+
+    def prob(self, cls: int) -> np.ndarray:
+        """(H, W) float32 probability of ``cls`` (the hard mask as 0/1 when no probs were kept)."""
+        if self.probs is None:
+            return (self.labels == cls).astype(np.float32)
+        return self.probs[cls]
+
+    def colorize(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB rendering of the labels with :data:`PALETTE`."""
+        return PALETTE[self.labels]
+
+    def overlay(self, image: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        """The rendering blended over ``image`` ((H, W, 3) uint8)."""
+        return cv2.addWeighted(image, 1.0 - alpha, self.colorize(), alpha, 0.0)
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """A model that parses a face-centred crop into the 5 classes.
+
+    ``input_size``: the side of the square crop it works best at (the crop is resized to it).
+    ``predict(crop)``: (S, S, 3) uint8 RGB with S = input_size -> (5, S, S) float32 probabilities.
+    """
+
+    name: str
+    input_size: int
+
+    def predict(self, crop: np.ndarray) -> np.ndarray: ...
+
+
+def imagenet_normalise(crop: np.ndarray):
+    """(S, S, 3) uint8 RGB -> (1, 3, S, S) float32 torch tensor, ImageNet mean/std."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    return ((x - mean) / std).unsqueeze(0)
+
+
+class BiSeNetSegmenter:
+    """The pretrained CelebAMask-HQ BiSeNet (19 parts), its parts summed into the 5 classes."""
+
+    name = "bisenet"
+    input_size = 512
+
+    def __init__(self, weights_path: Optional[str] = None, device: str = "cpu"):
+        import torch
+
+        from . import weights
+        from .models.bisenet import BiSeNet
+
+        path = weights_path or weights.ensure("bisenet")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise HairTryOnError(f"cannot load face-parser weights {path}: {exc}") from None
+        net = BiSeNet(19)
+        net.load_state_dict(state, strict=True)
+        self.device = torch.device(device)
+        self.net = net.eval().to(self.device, memory_format=torch.channels_last)
+        groups = np.zeros((5, 19), np.float32)
+        for i, part in enumerate(BISENET_PARTS):
+            groups[PART_TO_CLASS[part], i] = 1.0
+        self._groups = torch.from_numpy(groups)
+        self._lock = threading.Lock()
+
+    def predict(self, crop: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = imagenet_normalise(crop).to(self.device, memory_format=torch.channels_last)
+        with self._lock, torch.inference_mode():
+            logits = self.net(x)[0].float().cpu()
+        p19 = torch.softmax(logits, dim=0)
+        return torch.einsum("kc,chw->khw", self._groups, p19).numpy()
+
+
+def load_segmenter(spec: str = "bisenet", device: str = "cpu") -> Segmenter:
+    """A segmenter by name: ``bisenet`` (default, pretrained) or ``unet:PATH`` (a checkpoint
+    trained with ``hairtryon train-segmenter``)."""
+    spec = (spec or "bisenet").strip()
+    if spec == "bisenet":
+        return BiSeNetSegmenter(device=device)
+    if spec.startswith("unet:"):
+        from .unet_segmenter import UNetSegmenter  # noqa: WPS433 (optional backend)
+
+        return UNetSegmenter.from_checkpoint(spec[len("unet:"):], device=device)
+    raise HairTryOnError(f"unknown segmenter '{spec}': use 'bisenet' or 'unet:PATH'.")
+
+
+_SEGMENTERS: Dict[str, Segmenter] = {}
+_SEG_LOCK = threading.Lock()
+
+
+def get_segmenter(spec: str = "bisenet") -> Segmenter:
+    """A process-wide cached segmenter (each model loaded once per process)."""
+    with _SEG_LOCK:
+        if spec not in _SEGMENTERS:
+            _SEGMENTERS[spec] = load_segmenter(spec)
+        return _SEGMENTERS[spec]
+
+
+# Parsers see a slightly wider crop than the FFHQ framing: hair at the crop's edge is parsed
+# badly (measured on ../shared/faces: hair IoU 0.926 at 1.0, 0.954 at 1.1 on maskgan).
+PARSE_FRAME_SCALE = 1.1
+
+
+def segment_frame(image: np.ndarray, frame: Frame, segmenter: Segmenter) -> np.ndarray:
+    """Class probabilities of the ``frame`` of ``image``: (5, frame.size, frame.size) float32.
+    Parts of the frame outside the image are mirrored in for the segmenter."""
+    crop = frame.with_size(segmenter.input_size).extract(image, border=cv2.BORDER_REFLECT_101)
+    probs = segmenter.predict(crop)
+    if frame.size != segmenter.input_size:
+        probs = resize(probs.transpose(1, 2, 0), (frame.size, frame.size), cv2.INTER_LINEAR).transpose(2, 0, 1)
+    return np.ascontiguousarray(probs, dtype=np.float32)
+
+
+def labels_from_probs(probs: np.ndarray) -> np.ndarray:
+    """(5, H, W) probabilities -> (H, W) uint8 labels."""
+    return np.argmax(probs, axis=0).astype(np.uint8)
+
+
+def parse(image: np.ndarray, segmenter: Optional[Segmenter] = None, landmarks=None,
+          frame: Optional[Frame] = None, keep_probs: bool = True) -> SemanticMap:
+    """Parse a photo ((H, W, 3) uint8 RGB) into a :class:`SemanticMap` of the same size.
+
+    The parser sees a face-centred crop framed like its training portraits (from ``landmarks``,
+    detected when not given); pixels outside that crop are background. When no face is found,
+    the whole image is parsed as one crop and ``meta['note']`` says so.
+    """
+    from .landmarks import detect_landmarks
+
+    segmenter = segmenter or get_segmenter("bisenet")
+    h, w = image.shape[:2]
+    note = None
+    if frame is None:
+        try:
+            lm = landmarks if landmarks is not None else detect_landmarks(image)
+            frame = lm.head_frame(segmenter.input_size, PARSE_FRAME_SCALE)
+        except NoFaceFound:
+            frame = Frame.whole((h, w), segmenter.input_size)
+            note = "no face found: the whole image was parsed"
+    probs_f = segment_frame(image, frame.with_size(segmenter.input_size), segmenter)
+    probs = np.zeros((5, h, w), np.float32)
+    probs[BACKGROUND] = 1.0
+    rows, cols, brows, bcols = frame.roi()
+    box = frame.with_size(segmenter.input_size).to_image_box(probs_f.transpose(1, 2, 0))
+    probs[:, rows, cols] = box[brows, bcols].transpose(2, 0, 1)
+    labels = labels_from_probs(probs)
+    meta = {"segmenter": segmenter.name, "frame": frame}
+    if note:
+        meta["note"] = note
+    return SemanticMap(labels, probs if keep_probs else None, meta)
