@@ -48,6 +48,34 @@ def cmd_landmarks(args) -> int:
     return 0
 
 
+def cmd_swap(args) -> int:
+    import re
+    import time
+
+    from .images import load_image, save_image
+    from .pipeline import HairTryOn
+    from .visualize import stage_grid
+
+    target, source = load_image(args.target), load_image(args.source)
+    tool = HairTryOn(segmenter=args.segmenter)
+    t0 = time.perf_counter()
+    result = tool(target, source, refine=args.refine, target_face=args.target_face,
+                  source_face=args.source_face, progress=True)
+    out = save_image(result.image, args.output)
+    if "alignment_fallback" in result.meta:
+        print(f"hairtryon: note: similarity transform used ({result.meta['alignment_fallback']})", file=sys.stderr)
+    if args.save_stages:
+        folder = Path(args.save_stages)
+        for i, (name, img) in enumerate(result.stages.items(), 1):
+            save_image(img, folder / f"{i:02d}_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.png")
+        save_image(stage_grid(result.stages, caption=f"{Path(args.target).name} <- {Path(args.source).name}"),
+                   folder / "stages.png")
+        print(f"wrote the {len(result.stages)} stages and their grid to {folder}/")
+    h, w = result.image.shape[:2]
+    print(f"wrote {out} ({w}x{h}) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def cmd_weights(args) -> int:
     from . import weights
 
@@ -94,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--face", type=int, default=0, help="which face, 0 = largest (default)")
     sp.add_argument("--pretty", action="store_true", help="indented JSON")
     sp.set_defaults(func=cmd_landmarks)
+
+    sp = sub.add_parser("swap", help="the target photo with the source photo's hairstyle")
+    sp.add_argument("target", help="photo of the person (TARGET)")
+    sp.add_argument("source", help="photo of the hairstyle (SOURCE)")
+    sp.add_argument("-o", "--output", required=True, help="output image (PNG or JPEG), the target's size")
+    sp.add_argument("--refine", default="classic", choices=["classic", "none"],
+                    help="classic: fill the artifacts by fast marching (default); none: stop before it")
+    sp.add_argument("--save-stages", metavar="DIR", help="also write every stage and a labelled grid of them")
+    sp.add_argument("--segmenter", default="bisenet", help="bisenet (default) or unet:PATH")
+    sp.add_argument("--target-face", type=int, default=0, help="which face in the target, 0 = largest")
+    sp.add_argument("--source-face", type=int, default=0, help="which face in the source, 0 = largest")
+    sp.set_defaults(func=cmd_swap)
 
     sp = sub.add_parser("weights", help="list, fetch or verify model weights")
     sp.add_argument("action", choices=["list", "fetch", "verify"])

@@ -24,6 +24,7 @@ FOREHEAD, CHIN = 10, 152
 IMAGE_LEFT_EYE = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246)
 IMAGE_RIGHT_EYE = (249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)
 MOUTH_CORNERS = (61, 291)
+EYEBROWS = (46, 52, 53, 55, 63, 65, 66, 70, 105, 107, 276, 282, 283, 285, 293, 295, 296, 300, 334, 336)
 POINT_NAMES = ("forehead", "left_eye", "right_eye", "chin")
 
 
@@ -79,6 +80,11 @@ class Landmarks:
     @property
     def mouth(self) -> np.ndarray:
         return self.mesh[list(MOUTH_CORNERS)].mean(axis=0)
+
+    @property
+    def eyebrows(self) -> np.ndarray:
+        """(20, 2) float32 points of both eyebrows."""
+        return self.mesh[list(EYEBROWS)]
 
     @property
     def face_box(self) -> np.ndarray:

@@ -1,0 +1,211 @@
+"""Stages 4 and 5 of the method (paper 3.2.3 cropping, 3.2.4 replacing).
+
+Cropping: the (warped) source keeps only its hair, as a soft matte refined on the image so
+fine strands and the hairline blend; the target loses its hair (a morphological closing plus a
+small dilation so no fringe pixel survives at the edge). Replacing: the source's hair laid over
+the hairless target. Where the paper paints everything else white, we keep the target's own
+background; what the old hair covered is rebuilt by :mod:`hairtryon.inpainting`.
+
+All arrays here live in the target's work frame: images (S, S, 3) uint8 RGB, masks (S, S) bool,
+mattes (S, S) float32 in [0, 1], labels (S, S) uint8 class ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .segmentation import BACKGROUND, EARS, FACE, HAIR, NECK
+
+
+def _disk(radius: int) -> np.ndarray:
+    r = max(int(round(radius)), 1)
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def normalized_blur(image: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian average of ``image`` (S, S, C) float32 over the pixels where ``weight`` (S, S) is
+    high; (S, S, C) float32, NaN where no weighted pixel is near. Computed at a resolution
+    reduced to suit ``sigma`` (the result is smooth at that scale anyway)."""
+    h, w_ = weight.shape
+    k = max(1, int(sigma // 3))
+    sh, sw = max(1, h // k), max(1, w_ // k)
+    wt = cv2.resize(weight.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
+    num = cv2.resize(image * weight[..., None].astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
+    wt = cv2.GaussianBlur(wt, (0, 0), sigma / k)
+    num = cv2.GaussianBlur(num, (0, 0), sigma / k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        avg = np.where(wt[..., None] > 1e-3, num / np.maximum(wt[..., None], 1e-6), np.nan).astype(np.float32)
+    return cv2.resize(avg, (w_, h), interpolation=cv2.INTER_LINEAR)
+
+
+# --------------------------------------------------------------------------- cropping: source
+@dataclass
+class HairLayer:
+    """The source's hair, cut out and placed in the target frame.
+
+    ``alpha``: (S, S) float32 soft matte. ``foreground``: (S, S, 3) float32 hair colours with the
+    source's own background unmixed from the edges (0-255). ``mask``: (S, S) bool, alpha > 0.5.
+    """
+
+    alpha: np.ndarray
+    foreground: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.alpha > 0.5
+
+    def on_white(self) -> np.ndarray:
+        """(S, S, 3) uint8: the hair over white, as the paper shows the cropped source."""
+        a = self.alpha[..., None]
+        return np.clip(self.foreground * a + 255.0 * (1 - a), 0, 255).astype(np.uint8)
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def pull_matte(image: np.ndarray, hair: np.ndarray, band: float) -> HairLayer:
+    """Soft hair matte and unmixed hair colours from the parser's hair mask.
+
+    The mask ((S, S) bool) gives a trimap: sure hair and sure background are the pixels more
+    than half a ``band`` inside and outside its edge. In the band between, each pixel's alpha is
+    where its colour lies on the line from the local background colour B to the local hair colour
+    F (both averaged from the sure pixels nearby), trusted as far as F and B differ, and a smooth
+    ramp across the mask's edge elsewhere. The colours are then unmixed,
+    F = (I - (1 - a) B) / a, so no rim of the source's old background travels with the hair.
+    ``image`` (S, S, 3) uint8.
+    """
+    img = image.astype(np.float32)
+    r = max(1, int(round(band / 2)))
+    hair_u8 = hair.astype(np.uint8)
+    sure_fg = cv2.erode(hair_u8, _disk(r)).astype(bool)
+    sure_bg = ~cv2.dilate(hair_u8, _disk(r)).astype(bool)
+    fg_col = normalized_blur(img, sure_fg, band)
+    bg_col = normalized_blur(img, sure_bg, band)
+    fallback = np.median(img[sure_fg], axis=0) if sure_fg.any() else img.reshape(-1, 3).mean(0)
+    fg_ok = ~np.isnan(fg_col[..., 0])
+    bg_ok = ~np.isnan(bg_col[..., 0])
+    fg_col = np.where(fg_ok[..., None], fg_col, fallback)
+    bg_col = np.where(bg_ok[..., None], bg_col, fg_col)
+    d = fg_col - bg_col
+    dd = (d * d).sum(-1)
+    a_colour = np.clip(((img - bg_col) * d).sum(-1) / np.maximum(dd, 1e-3), 0.0, 1.0)
+    trust = np.clip(np.sqrt(dd) / 60.0, 0.0, 1.0) * fg_ok * bg_ok
+    a_prob = cv2.GaussianBlur(hair.astype(np.float32), (0, 0), max(1.0, band / 4))
+    alpha = trust * a_colour + (1.0 - trust) * a_prob
+    alpha = np.where(sure_fg, 1.0, np.where(sure_bg, 0.0, alpha)).astype(np.float32)
+    # light edge-aware smoothing of the colour estimate's pixel noise
+    alpha = cv2.ximgproc.guidedFilter(img / 255.0, alpha, 2, 1e-4)
+    alpha = np.clip(alpha, 0.0, 1.0).astype(np.float32)
+    alpha[alpha < 0.02] = 0.0
+    a = alpha[..., None]
+    solved = np.clip((img - (1.0 - a) * bg_col) / np.maximum(a, 0.05), 0, 255)
+    # trust the unmixed colour where alpha is high and hair and background colours differ
+    w = _smoothstep((a - 0.3) / 0.5) * np.maximum(trust, sure_fg)[..., None]
+    foreground = (w * solved + (1 - w) * fg_col).astype(np.float32)
+    return HairLayer(alpha, foreground)
+
+
+def crop_source_hair(warped_source: np.ndarray, warped_hair: np.ndarray) -> HairLayer:
+    """Cropping of the source (3.2.3): only its hair, as a :class:`HairLayer`.
+
+    ``warped_source``: (S, S, 3) uint8 source image already moved onto the target's head;
+    ``warped_hair``: (S, S) bool its hair mask, warped the same way."""
+    s = warped_source.shape[0]
+    return pull_matte(warped_source, warped_hair, band=max(3.0, s / 80))
+
+
+# --------------------------------------------------------------------------- cropping: target
+def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, closing_px: int,
+                margin_px: int, face_margin_px: int) -> np.ndarray:
+    """Cropping of the target (3.2.3): the region its hair occupied, (S, S) bool.
+
+    The hair mask (labels, plus pixels with hair probability > 0.4 so faint edge strands count)
+    is closed (the paper's morphological closing) and dilated by ``margin_px`` so the region
+    never borders leftover fringe pixels. Into the face it reaches only ``face_margin_px``, and
+    only over pixels darker than the face's skin (the shadow and tips of a fringe), so the face
+    stays the target's own pixels, eyebrows under a fringe included."""
+    hair = ((labels == HAIR) | (hair_prob > 0.4)).astype(np.uint8)
+    hair = cv2.morphologyEx(hair, cv2.MORPH_CLOSE, _disk(closing_px))
+    wide = cv2.dilate(hair, _disk(margin_px)).astype(bool) if margin_px > 0 else hair.astype(bool)
+    face = labels == FACE
+    if face_margin_px <= 0 or face.sum() < 50:
+        return wide & ~face
+    lum = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[:, :, 0].astype(np.float32)
+    vals = lum[face]
+    median = np.median(vals)
+    spread = 1.4826 * np.median(np.abs(vals - median)) + 1.0
+    near = cv2.dilate((hair.astype(bool) & ~face).astype(np.uint8), _disk(face_margin_px)).astype(bool)
+    shadow = face & near & (lum < median - spread)
+    return (wide & ~face) | shadow | (hair.astype(bool) & ~face)
+
+
+def mapping_mask(target_labels: np.ndarray, removed: np.ndarray, new_hair: np.ndarray,
+                 face_region: np.ndarray) -> np.ndarray:
+    """The semantic map the mapping is meant to produce ((S, S) uint8 labels), the paper's
+    "mapping mask".
+
+    The target's own labels, where the removed old hair becomes what lies under it: face inside
+    ``face_region`` ((S, S) bool, the face silhouette from the landmarks: the forehead under a
+    fringe), elsewhere the nearest visible class among background, neck+clothes and ears; then the
+    new hair (``new_hair``, (S, S) bool) on top."""
+    out = target_labels.copy()
+    under_face = removed & face_region
+    out[under_face] = FACE
+    rest = removed & ~face_region
+    if rest.any():
+        best = np.full(out.shape, np.inf, np.float32)
+        choice = np.full(out.shape, BACKGROUND, np.uint8)
+        for cls in (BACKGROUND, NECK, EARS):
+            seeds = (target_labels == cls) & ~removed
+            if not seeds.any():
+                continue
+            dist = cv2.distanceTransform((~seeds).astype(np.uint8), cv2.DIST_L2, 5)
+            closer = dist < best
+            best[closer] = dist[closer]
+            choice[closer] = cls
+        out[rest] = choice[rest]
+    out[new_hair] = HAIR
+    return out
+
+
+def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width: int, below: int) -> np.ndarray:
+    """Where the old hair was, the horizontal gaps (up to ``width`` pixels) between the face and
+    the new hair, above row ``below`` (the mouth): the new hairstyle was made for another head,
+    and on this one it would hang there. (S, S) bool."""
+    kernel = np.ones((1, 2 * int(width) + 1), np.uint8)
+    closed = cv2.morphologyEx((new_hair | face).astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
+    gaps = closed & ~new_hair & ~face & removed
+    gaps[int(max(0, below)):] = False
+    return gaps
+
+
+def extend_hair(layer: HairLayer, gaps: np.ndarray, rng_seed: int = 0) -> HairLayer:
+    """The hair layer grown over ``gaps`` ((S, S) bool): the hair's own colours spread in by a
+    pyramid fill, with the hair's fine grain, fully opaque there."""
+    from .inpainting import push_pull
+
+    if not gaps.any():
+        return layer
+    core = layer.alpha > 0.9
+    grown = push_pull(layer.foreground, core)
+    rng = np.random.default_rng(rng_seed)
+    detail = layer.foreground - cv2.GaussianBlur(layer.foreground, (0, 0), 1.5)
+    sigma = 1.4826 * np.median(np.abs(detail[core].mean(-1))) if core.any() else 0.0
+    streaks = cv2.GaussianBlur(rng.standard_normal(gaps.shape).astype(np.float32), (0, 0), sigmaX=0.6, sigmaY=4.0)
+    grown = grown + (streaks * sigma * 3.0)[..., None]
+    soft = cv2.GaussianBlur(gaps.astype(np.float32), (0, 0), 2.0)
+    alpha = np.maximum(layer.alpha, np.where(gaps, 1.0, soft)).astype(np.float32)
+    fg = np.where(gaps[..., None] | (layer.alpha < 0.5)[..., None] & (soft[..., None] > 0), grown, layer.foreground)
+    return HairLayer(alpha, np.clip(fg, 0, 255).astype(np.float32))
+
+
+# --------------------------------------------------------------------------------- replacing
+def replace_hair(hairless_target: np.ndarray, layer: HairLayer) -> np.ndarray:
+    """Replacing (3.2.4): the hair layer over the hairless target, (S, S, 3) uint8."""
+    a = layer.alpha[..., None]
+    out = hairless_target.astype(np.float32) * (1.0 - a) + layer.foreground * a
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)

@@ -1,0 +1,241 @@
+"""Stage 6 of the method (paper 3.3.1): fast-marching inpainting.
+
+The composite is parsed again; where that parse disagrees with the mapping mask (both made
+binary: hair / not hair) lie the artifacts, which are filled with Telea's fast marching method
+(``cv2.inpaint(..., cv2.INPAINT_TELEA)``). The same fill rebuilds what the target's old hair
+covered (background, shoulders, a forehead under bangs).
+
+Our fill is class-aware: each part of a hole is filled only from visible pixels of the class
+the mapping mask gives it (a forehead from skin, a backdrop from background), so no colour of
+leftover hair or of a neighbouring region is dragged in.
+
+Arrays: images (S, S, 3) uint8 RGB; masks (S, S) bool; labels (S, S) uint8 class ids.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .framing import resize
+from .segmentation import FACE, HAIR
+
+
+def _disk(radius: float) -> np.ndarray:
+    r = max(int(round(radius)), 1)
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def skin_pixels(image: np.ndarray, labels: np.ndarray, strictness: float = 2.0, edge: float = 1 / 200) -> np.ndarray:
+    """Face pixels that look like plain skin: no brows, eyes, nostrils or deep shadow (darker
+    than the face's median luminance by ``strictness`` robust deviations), and at least
+    ``edge`` of the image size from the face's edge. (S, S) bool."""
+    face = labels == FACE
+    if face.sum() < 50:
+        return face
+    face = cv2.erode(face.astype(np.uint8), _disk(max(2, image.shape[0] * edge))).astype(bool)
+    if not face.any():
+        face = labels == FACE
+    lum = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[:, :, 0].astype(np.float32)
+    vals = lum[face]
+    median = np.median(vals)
+    spread = np.median(np.abs(vals - median)) * 1.4826 + 1.0
+    return face & (lum > median - strictness * spread)
+
+
+def push_pull(image: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Smooth membrane-like fill: every unknown pixel gets a Gaussian-pyramid average of the
+    known pixels around it, at the finest scale where there are any. ``image`` (h, w, C) float32,
+    ``known`` (h, w) bool; returns (h, w, C) float32 with known pixels unchanged."""
+    c = image.shape[2]
+
+    def down(a):
+        return cv2.pyrDown(a).reshape((a.shape[0] + 1) // 2, (a.shape[1] + 1) // 2, -1)
+
+    w0 = known.astype(np.float32)[..., None]
+    levels = [(image.astype(np.float32) * w0, w0)]
+    while min(levels[-1][1].shape[:2]) > 4:
+        num, w = levels[-1]
+        levels.append((down(num), down(w)))
+    num, w = levels[-1]
+    total = float(w.sum())
+    mean = num.reshape(-1, c).sum(0) / total if total > 0 else np.zeros(c, np.float32)
+    cur = np.broadcast_to(mean, num.shape).astype(np.float32)
+    for num, w in reversed(levels):
+        up = cur if cur.shape[:2] == w.shape[:2] else cv2.pyrUp(cur, dstsize=(w.shape[1], w.shape[0]))
+        up = up.reshape(num.shape)
+        local = num / np.maximum(w, 1e-6)
+        conf = np.clip(w * 4.0, 0.0, 1.0)
+        cur = conf * local + (1.0 - conf) * up
+    return np.where(known[..., None], image, cur).astype(np.float32)
+
+
+def skin_fill(image: np.ndarray, hole: np.ndarray, sources: np.ndarray, tone: np.ndarray) -> np.ndarray:
+    """Skin for a hole in a face (a forehead under old bangs): the face's typical lit-skin
+    ``tone`` ((3,) float), plus the push-pull fill of the visible skin's difference from it,
+    fading with the distance from the hole's border, so the border continues the skin around it
+    while the inside is plain, even skin (no shadow of the old fringe carried in).
+    ``image`` (h, w, 3) uint8, masks (h, w) bool; returns (h, w, 3) float32, 0-255."""
+    img = image.astype(np.float32)
+    tone = np.asarray(tone, np.float32)
+    known = sources & ~hole
+    residual = push_pull(img - tone, known)
+    dist = cv2.distanceTransform((~known).astype(np.uint8), cv2.DIST_L2, 3)
+    fade = np.exp(-dist / max(2.0, 0.04 * max(image.shape[:2])))[..., None]
+    return np.clip(tone + residual * fade, 0, 255)
+
+
+def colour_modes(image: np.ndarray, part: np.ndarray, sources: np.ndarray, min_separation: float = 40.0):
+    """Split a hole between the colour modes of its sources (a neck and a black top, a wall
+    and a window): the sources are clustered in two by colour (k-means in Lab); if the clusters
+    differ by more than ``min_separation`` (Lab units), each hole pixel goes with the nearer
+    cluster. Yields (sub_part, sub_sources) pairs of (S, S) bool masks."""
+    ys, xs = np.nonzero(sources)
+    if len(ys) < 200:
+        yield part, sources
+        return
+    step = max(1, len(ys) // 5000)
+    lab = cv2.cvtColor(image[ys[::step], xs[::step]].reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    _, _, centres = cv2.kmeans(lab, 2, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    if np.linalg.norm(centres[0] - centres[1]) < min_separation:
+        yield part, sources
+        return
+    full = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    member = np.argmin(((full[..., None, :] - centres[None, None]) ** 2).sum(-1), axis=-1)
+    dists = []
+    for k in range(2):
+        seeds = sources & (member == k)
+        dists.append(cv2.distanceTransform((~seeds).astype(np.uint8), cv2.DIST_L2, 3) if seeds.any()
+                     else np.full(part.shape, np.inf, np.float32))
+    nearest = np.argmin(np.stack(dists), axis=0)
+    for k in range(2):
+        sub = part & (nearest == k)
+        if sub.any():
+            yield sub, sources & (member == k)
+
+
+def _grain(image: np.ndarray, sources: np.ndarray, shape, rng: np.random.Generator) -> np.ndarray:
+    """Noise with the fine-grain strength of the source pixels, so a smooth fill does not look
+    flatter than what surrounds it. (h, w, 3) float32."""
+    img = image.astype(np.float32)
+    detail = img - cv2.GaussianBlur(img, (0, 0), 1.5)
+    if sources.sum() < 50:
+        return np.zeros(shape + (3,), np.float32)
+    sigma = 1.4826 * np.median(np.abs(detail[sources].mean(-1)))
+    noise = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), 0.7) * (sigma * 1.6)
+    return np.repeat(noise[..., None], 3, axis=2)
+
+
+def _fill_part(image: np.ndarray, part: np.ndarray, sources: np.ndarray, known: np.ndarray,
+               method: str, max_side: int, radius: int, tone=None):
+    """Fill one part of a hole from ``sources`` on a downscaled box around it; returns
+    (box slices, filled box (bh, bw, 3) uint8, effective sources)."""
+    h, w = part.shape
+    ys, xs = np.nonzero(part)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    m = max(16, int(0.35 * max(y1 - y0, x1 - x0)))
+    y0, y1, x0, x1 = max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
+    if sources[y0:y1, x0:x1].sum() < 30:  # nothing of that class nearby: use every known pixel
+        sources = known
+        if sources[y0:y1, x0:x1].sum() < 30:
+            y0, y1, x0, x1 = 0, h, 0, w
+    box = (slice(y0, y1), slice(x0, x1))
+    hole = part[box] | ~sources[box]
+    f = max(1.0, max(y1 - y0, x1 - x0) / max_side)
+    sh, sw = max(1, int(round((y1 - y0) / f))), max(1, int(round((x1 - x0) / f)))
+    small = resize(image[box], (sh, sw), cv2.INTER_AREA)
+    small_hole = (resize(hole.astype(np.float32), (sh, sw), cv2.INTER_AREA) > 0.01).astype(np.uint8)
+    if method == "telea":
+        filled = cv2.inpaint(small, small_hole, radius, cv2.INPAINT_TELEA)
+    elif tone is not None:
+        filled = skin_fill(small, small_hole.astype(bool), ~small_hole.astype(bool), tone)
+    else:
+        filled = push_pull(small.astype(np.float32), ~small_hole.astype(bool))
+    up = resize(np.clip(filled, 0, 255).astype(np.uint8), (y1 - y0, x1 - x0), cv2.INTER_LINEAR)
+    return box, up, sources
+
+
+def fill(image: np.ndarray, region: np.ndarray, labels: np.ndarray, known: np.ndarray = None,
+         max_side: int = 320, radius: int = 4, method: str = "telea", seed: int = 0) -> np.ndarray:
+    """Fill ``region`` of ``image``, class by class.
+
+    ``labels`` gives every pixel's intended class; the part of ``region`` of class c is filled
+    only from ``known`` pixels (default: outside ``region``) of class c (skin-like pixels for the
+    face). ``method``: 'telea' (fast marching, the paper's) or 'smooth' (a pyramid fill that
+    also follows the colour modes of a class, with a shading model for skin and a matching
+    grain: no streaks across large holes). Each part is filled on a downscaled box around it (at
+    most ``max_side`` pixels; the fills are smooth anyway) and upsampled.
+    Returns a new (S, S, 3) uint8 image; pixels outside ``region`` are unchanged."""
+    out = image.copy()
+    if not region.any():
+        return out
+    if known is None:
+        known = ~region
+    rng = np.random.default_rng(seed)
+    for cls in np.unique(labels[region]):
+        part = region & (labels == cls)
+        tone = None
+        if cls == FACE:
+            skin = skin_pixels(image, np.where(known, labels, 255).astype(np.uint8))
+            tone = np.median(image[skin], axis=0) if skin.any() else image[known].mean(0)
+            pieces = [(part, skin & known)]
+        elif method == "smooth":
+            pieces = list(colour_modes(image, part, known & (labels == cls)))
+        else:
+            pieces = [(part, known & (labels == cls))]
+        for sub, sources in pieces:
+            box, up, used = _fill_part(image, sub, sources, known, method, max_side, radius,
+                                       tone if method == "smooth" else None)
+            sel = sub[box]
+            if method == "smooth":
+                grain = _grain(image[box], used[box], sel.shape, rng)
+                up = np.clip(up.astype(np.float32) + grain, 0, 255).astype(np.uint8)
+            out[box][sel] = up[sel]
+    return out
+
+
+def clone_skin(image: np.ndarray, donor: np.ndarray, region: np.ndarray, min_pixels: int = 400) -> np.ndarray:
+    """Skin texture for a filled face region: the ``donor`` image's pixels ((S, S, 3) uint8,
+    aligned with ``image``) over ``region`` ((S, S) bool), blended by Poisson image editing
+    (``cv2.seamlessClone``) so their colours meet ``image`` at the region's border. Small or
+    border-touching regions are left as they are. Returns (S, S, 3) uint8."""
+    mask = cv2.morphologyEx(region.astype(np.uint8), cv2.MORPH_OPEN, _disk(2))
+    h, w = mask.shape
+    mask[:2, :] = mask[-2:, :] = 0
+    mask[:, :2] = mask[:, -2:] = 0
+    if mask.sum() < min_pixels:
+        return image
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    # seamlessClone centres the donor's mask box on ``center``: use an odd-sized box so the
+    # donor lands exactly where it came from
+    if (y1 - y0) % 2 == 0:
+        y1 = min(h - 1, y1 + 1) if y1 < h - 1 else y1 - 1
+    if (x1 - x0) % 2 == 0:
+        x1 = min(w - 1, x1 + 1) if x1 < w - 1 else x1 - 1
+    box = np.zeros_like(mask)
+    box[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
+    center = (int((x0 + x1 - 1) // 2), int((y0 + y1 - 1) // 2))
+    try:
+        return cv2.seamlessClone(donor, image, box * 255, center, cv2.NORMAL_CLONE)
+    except cv2.error:
+        return image
+
+
+def find_artifacts(parsed: np.ndarray, intended: np.ndarray, min_width: int) -> np.ndarray:
+    """The artifact mask (3.3.1): the difference of the binary hair masks of the re-parsed
+    composite and of the mapping mask (both (S, S) uint8 labels), without the slivers thinner
+    than ``min_width`` pixels that any two parses of the same edge differ by. (S, S) bool."""
+    diff = ((parsed == HAIR) ^ (intended == HAIR)).astype(np.uint8)
+    diff = cv2.morphologyEx(diff, cv2.MORPH_OPEN, _disk(min_width / 2))
+    if diff.any():
+        diff = cv2.dilate(diff, _disk(max(1, min_width / 4)))
+    return diff.astype(bool)
+
+
+def fast_marching(image: np.ndarray, artifacts: np.ndarray, intended: np.ndarray,
+                  known: np.ndarray = None) -> np.ndarray:
+    """Fill the artifacts of the composite (Telea's fast marching), each from visible pixels
+    (``known``, default: outside the artifacts) of the class the mapping mask gives it.
+    (S, S, 3) uint8."""
+    return fill(image, artifacts, intended, known=known, method="telea")
