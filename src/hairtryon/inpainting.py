@@ -194,6 +194,15 @@ def fill(image: np.ndarray, region: np.ndarray, labels: np.ndarray, known: np.nd
     return out
 
 
+def mirror_below(donor: np.ndarray, usable: np.ndarray, cut_row: int):
+    """A donor image cut at ``cut_row``: rows above it as they are, rows below it the rows above
+    mirrored (a forehead continued downwards without the eyebrows under it). ``donor`` (S, S, 3),
+    ``usable`` (S, S) bool; returns both, mirrored alike."""
+    rows = np.arange(donor.shape[0])
+    rows = np.where(rows <= cut_row, rows, np.clip(2 * cut_row - rows, 0, donor.shape[0] - 1))
+    return donor[rows], usable[rows]
+
+
 def clone_skin(image: np.ndarray, donor: np.ndarray, region: np.ndarray, min_pixels: int = 400) -> np.ndarray:
     """Skin texture for a filled face region: the ``donor`` image's pixels ((S, S, 3) uint8,
     aligned with ``image``) over ``region`` ((S, S) bool), blended by Poisson image editing

@@ -196,122 +196,158 @@ class HairTryOn:
         if refine not in REFINE_MODES:
             raise HairTryOnError(f"unknown refine mode '{refine}': use one of {', '.join(REFINE_MODES)}.")
         t_start = time.perf_counter()
-        n_steps = 7 if refine == "classic" else 5
-        bar = tqdm(total=n_steps, desc="hairtryon", delay=1.0, leave=False, disable=not progress)
+        bar = tqdm(total=7 if refine == "classic" else 5, desc="hairtryon", delay=1.0, leave=False,
+                   disable=not progress)
         clock = _Clock(bar)
         try:
             with clock("analysis"):
                 tgt = self.analyze(target, target_face)
                 src = self.analyze(source, source_face)
-            result = self._swap(tgt, src, refine, clock)
+            mapping = self.map_hair(tgt, src, clock)
+            final, artifacts, parsed = mapping.composite, np.zeros_like(mapping.removed), None
+            if refine == "classic":
+                final, artifacts, parsed = self.fast_marching(tgt, mapping, clock)
+            with clock("paste_back"):
+                changed = mapping.removed | artifacts
+                # the fills blend into their surroundings, but never into the target's face
+                feather = np.where(tgt.semantic.labels == FACE, changed, _feather(changed, max(1.0, tgt.frame.size / 512)))
+                paste_alpha = np.maximum(mapping.layer.alpha, feather)
+                image = paste_back(tgt.image, tgt.frame, final, paste_alpha)
         finally:
             bar.close()
-        result.timings = dict(clock.timings, total=time.perf_counter() - t_start)
-        return result
+        meta = {"frame": tgt.frame, "segmenter": self.segmenter.name, "refine": refine,
+                "alignment": mapping.alignment.kind}
+        if mapping.alignment.reason:
+            meta["alignment_fallback"] = mapping.alignment.reason
+        masks = {"hair_alpha": mapping.layer.alpha, "source_hair": mapping.source_hair,
+                 "mapping_mask": mapping.intended, "removed": mapping.removed, "artifacts": artifacts,
+                 "paste_alpha": paste_alpha}
+        stages = _stage_pictures(tgt, src, mapping, parsed, artifacts, final, image)
+        return TryOnResult(image, stages, masks, dict(clock.timings, total=time.perf_counter() - t_start),
+                           meta, tgt, src)
 
-    def _swap(self, tgt: FaceAnalysis, src: FaceAnalysis, refine: str, clock: _Clock) -> TryOnResult:
+    def map_hair(self, tgt: FaceAnalysis, src: FaceAnalysis, clock: Optional[_Clock] = None) -> "Mapping":
+        """Face and hair mapping (paper 3.2): transform, cropping, replacing, in the target's frame."""
+        clock = clock or _Clock(None)
         s = tgt.frame.size
-        stages: Dict[str, np.ndarray] = {}
-        meta: dict = {"frame": tgt.frame, "segmenter": self.segmenter.name, "refine": refine}
-
+        inside = tgt.inside
         with clock("alignment"):  # 3.2.2: source points onto target points, into the target frame
-            region = (tgt.frame.x0, tgt.frame.y0, tgt.frame.x0 + tgt.frame.side, tgt.frame.y0 + tgt.frame.side)
-            align = alignment.estimate_alignment(src.landmarks.points, tgt.landmarks.points, region)
-            m = tgt.frame.matrix() @ align.matrix @ np.linalg.inv(src.frame.matrix())
-            warped = alignment.warp_image(src.crop, m, (s, s))
-            src_labels = np.where(src.inside, src.semantic.labels, 0).astype(np.uint8)
-            warped_labels = alignment.warp_labels(src_labels, m, (s, s))
+            f = tgt.frame
+            align = alignment.estimate_alignment(src.landmarks.points, tgt.landmarks.points,
+                                                 (f.x0, f.y0, f.x0 + f.side, f.y0 + f.side))
+            warp = f.matrix() @ align.matrix @ np.linalg.inv(src.frame.matrix())
+            warped = alignment.warp_image(src.crop, warp, (s, s))
+            warped_labels = alignment.warp_labels(np.where(src.inside, src.semantic.labels, 0).astype(np.uint8), warp, (s, s))
             # hair that the source photo cuts off fades out instead of ending in a straight line
             edge = cv2.distanceTransform(np.pad(src.inside, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
-            fade = np.clip(edge / max(2.0, 0.05 * src.frame.size), 0, 1).astype(np.float32)
-            warped_fade = alignment.warp_mask(fade, m, (s, s))
-            warped_hair = warped_labels == HAIR
-            warped_face = warped_labels == FACE
-            meta["alignment"] = align.kind
-            if align.reason:
-                meta["alignment_fallback"] = align.reason
+            fade = alignment.warp_mask(np.clip(edge / max(2.0, 0.05 * src.frame.size), 0, 1), warp, (s, s))
 
         with clock("cropping"):  # 3.2.3
-            layer = compositing.crop_source_hair(warped, warped_hair)
-            layer.alpha *= warped_fade
+            layer = compositing.crop_source_hair(warped, warped_labels == HAIR)
+            layer.alpha *= fade
+            source_hair = layer.alpha.copy()
             removed = compositing.remove_hair(tgt.crop, tgt.semantic.labels, tgt.semantic.prob(HAIR),
                                               closing_px=max(2, s // 100), margin_px=max(2, s // 120),
                                               face_margin_px=max(1, s // 300))
-            source_hair = layer.alpha.copy()
             # skin under the new hairstyle: the target's face, and the source's forehead up to its
-            # hairline (above the target's eyes), where the old hair covered it
-            face = tgt.face_region() | (warped_face & tgt.forehead_column())
-            # thin slivers between the face and the new hair are skin, not background
+            # hairline where the old hair covered it; thin slivers by the new hair are skin too
+            face = tgt.face_region() | ((warped_labels == FACE) & tgt.forehead_column())
             face = cv2.dilate(face.astype(np.uint8), compositing._disk(s / 100)).astype(bool)
-            gaps = compositing.side_gaps(layer.mask, face, removed, width=s // 8,
-                                         below=tgt.frame.to_frame_points(tgt.landmarks.mouth[None])[0, 1])
+            mouth_y = f.to_frame_points(tgt.landmarks.mouth[None])[0, 1]
+            gaps = compositing.side_gaps(layer.mask, face, removed, width=s // 8, below=mouth_y)
             layer = compositing.extend_hair(layer, gaps)
             intended = compositing.mapping_mask(tgt.semantic.labels, removed, layer.mask, face)
-            inside = tgt.inside
 
         with clock("replacing"):  # 3.2.4, with the old hair's place rebuilt from the target itself
-            base = inpainting.fill(tgt.crop, removed, intended, known=~removed & inside, method="smooth")
+            hairless = inpainting.fill(tgt.crop, removed, intended, known=~removed & inside, method="smooth")
             # a forehead uncovered by the new hairline takes the source's own forehead skin, its
-            # colours matched to the target's skin around it (Poisson blending)
-            # above both faces' eyebrows only: the source's brows or glasses must not come along;
-            # below that line the donor is the forehead above it, mirrored
-            brows = np.vstack([tgt.frame.to_frame_points(tgt.landmarks.eyebrows),
-                               alignment.Alignment(tgt.frame.matrix() @ align.matrix, align.kind).apply(src.landmarks.eyebrows)])
-            cut = int(max(1, brows[:, 1].min() - s / 50))
-            rows = np.arange(s)
-            rows = np.where(rows <= cut, rows, np.clip(2 * cut - rows, 0, s - 1))
-            donor_skin = inpainting.skin_pixels(warped, warped_labels, strictness=1.0, edge=1 / 80)
-            donor, donor_face = warped[rows], donor_skin[rows]
-            base = inpainting.clone_skin(base, donor, removed & (intended == FACE) & donor_face & inside)
-            composite = compositing.replace_hair(base, layer)
+            # colours matched to the target's skin around it, from above both faces' eyebrows only
+            # (the source's brows or glasses must not come along)
+            brows = np.vstack([f.to_frame_points(tgt.landmarks.eyebrows),
+                               alignment.Alignment(f.matrix() @ align.matrix, align.kind).apply(src.landmarks.eyebrows)])
+            donor, usable = inpainting.mirror_below(
+                warped, inpainting.skin_pixels(warped, warped_labels, strictness=1.0, edge=1 / 80),
+                int(max(1, brows[:, 1].min() - s / 50)))
+            hairless = inpainting.clone_skin(hairless, donor, removed & (intended == FACE) & usable & inside)
+            composite = compositing.replace_hair(hairless, layer)
+        return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, intended, hairless, composite)
 
-        changed = removed.copy()
-        final = composite
-        artifacts = np.zeros_like(removed)
-        if refine == "classic":
-            with clock("reparse"):  # 3.3.1 (1): segment the mapping image again
-                parsed = self.parse_crop(composite)
-            with clock("fast_marching"):  # 3.3.1 (2)-(3): artifacts, filled by fast marching
-                artifacts = inpainting.find_artifacts(parsed.labels, intended, min_width=max(3, s // 100))
-                artifacts &= inside & (tgt.semantic.labels != FACE)  # the target's face stays its own
-                final = inpainting.fast_marching(composite, artifacts, intended, known=~artifacts & inside)
-                changed |= artifacts
-            stages_parsed = parsed.colorize()
+    def fast_marching(self, tgt: FaceAnalysis, mapping: "Mapping", clock: Optional[_Clock] = None):
+        """Paper 3.3.1: parse the mapping image again; where it disagrees with the mapping mask
+        lie the artifacts, filled by fast marching. Returns (filled (S, S, 3) uint8, artifacts
+        (S, S) bool, the re-parse :class:`SemanticMap`)."""
+        clock = clock or _Clock(None)
+        s = tgt.frame.size
+        with clock("reparse"):
+            parsed = self.parse_crop(mapping.composite)
+        with clock("fast_marching"):
+            artifacts = inpainting.find_artifacts(parsed.labels, mapping.intended, min_width=max(3, s // 100))
+            artifacts &= tgt.inside & (tgt.semantic.labels != FACE)  # the target's face stays its own
+            final = inpainting.fast_marching(mapping.composite, artifacts, mapping.intended,
+                                             known=~artifacts & tgt.inside)
+        return final, artifacts, parsed
 
-        with clock("paste_back"):
-            # the fills blend into their surroundings, but never into the target's face
-            feather = np.where(tgt.semantic.labels == FACE, changed, _feather(changed, max(1.0, s / 512)))
-            paste_alpha = np.maximum(layer.alpha, feather)
-            image = paste_back(tgt.image, tgt.frame, final, paste_alpha)
 
-        def shown(img: np.ndarray, where: np.ndarray = inside) -> np.ndarray:
-            """A stage as shown: frame pixels outside the photo in plain grey."""
-            img = img.copy()
-            img[~where] = 200
-            return img
+@dataclass
+class Mapping:
+    """The target's work frame after face and hair mapping (paper 3.2). Images (S, S, 3) uint8,
+    masks (S, S) bool, labels (S, S) uint8.
 
-        stages["target"] = shown(tgt.crop)
-        stages["source"] = shown(src.crop, src.inside)
-        stages["target map"] = shown(tgt.semantic.colorize())
-        stages["source map"] = shown(src.semantic.colorize(), src.inside)
-        stages["warped source"] = shown(warped, alignment.warp_labels(src.inside.astype(np.uint8), m, (s, s)) > 0)
-        stages["source hair"] = layer.on_white()
-        hairless = tgt.crop.copy()
-        hairless[removed] = 255
-        stages["hairless target"] = shown(hairless)
-        stages["old hair filled"] = shown(base)
-        stages["mapping image"] = shown(composite)
-        stages["mapping mask"] = shown(PALETTE[intended])
-        if refine == "classic":
-            stages["re-parsed"] = shown(stages_parsed)
-            overlay = composite.copy()
-            overlay[artifacts] = (255, 0, 255)
-            stages["artifacts"] = shown(overlay)
-            stages["fast marching"] = shown(final)
-        stages["result"] = shown(tgt.frame.extract(image))
-        masks = {"hair_alpha": layer.alpha, "source_hair": source_hair, "mapping_mask": intended, "removed": removed,
-                 "artifacts": artifacts, "paste_alpha": paste_alpha}
-        return TryOnResult(image, stages, masks, {}, meta, tgt, src)
+    ``alignment``: the transform in photo coordinates; ``warp``: (3, 3) source frame -> target
+    frame. ``warped``/``warped_labels``: the source and its labels on the target's head.
+    ``layer``: the new hair (matte and colours); ``source_hair``: the warped source hair's own
+    matte (float32) before the layer was grown into gaps beside the face. ``removed``: where the
+    target's old hair was. ``intended``: the mapping mask. ``hairless``: the target with the old
+    hair's place rebuilt. ``composite``: the mapping image, the new hair over ``hairless``.
+    """
+
+    alignment: "alignment.Alignment"
+    warp: np.ndarray
+    warped: np.ndarray
+    warped_labels: np.ndarray
+    layer: compositing.HairLayer
+    source_hair: np.ndarray
+    removed: np.ndarray
+    intended: np.ndarray
+    hairless: np.ndarray
+    composite: np.ndarray
+
+
+def _stage_pictures(tgt: FaceAnalysis, src: FaceAnalysis, mapping: Mapping, parsed: Optional[SemanticMap],
+                    artifacts: np.ndarray, final: np.ndarray, image: np.ndarray) -> Dict[str, np.ndarray]:
+    """Every step as a picture in the work frame, in the order of the paper's overview figure;
+    frame pixels outside a photo are shown plain grey."""
+    s = tgt.frame.size
+    inside = tgt.inside
+
+    def shown(img: np.ndarray, where: np.ndarray = inside) -> np.ndarray:
+        img = img.copy()
+        img[~where] = 200
+        return img
+
+    hairless = tgt.crop.copy()
+    hairless[mapping.removed] = 255
+    src_inside = alignment.warp_labels(src.inside.astype(np.uint8), mapping.warp, (s, s)) > 0
+    stages = {
+        "target": shown(tgt.crop),
+        "source": shown(src.crop, src.inside),
+        "target map": shown(tgt.semantic.colorize()),
+        "source map": shown(src.semantic.colorize(), src.inside),
+        "warped source": shown(mapping.warped, src_inside),
+        "source hair": mapping.layer.on_white(),
+        "hairless target": shown(hairless),
+        "old hair filled": shown(mapping.hairless),
+        "mapping image": shown(mapping.composite),
+        "mapping mask": shown(PALETTE[mapping.intended]),
+    }
+    if parsed is not None:
+        overlay = mapping.composite.copy()
+        overlay[artifacts] = (255, 0, 255)
+        stages["re-parsed"] = shown(parsed.colorize())
+        stages["artifacts"] = shown(overlay)
+        stages["fast marching"] = shown(final)
+    stages["result"] = shown(tgt.frame.extract(image))
+    return stages
 
 
 def paste_back(image: np.ndarray, frame: Frame, content: np.ndarray, alpha: np.ndarray) -> np.ndarray:
