@@ -76,6 +76,35 @@ def cmd_swap(args) -> int:
     return 0
 
 
+def demo_photos():
+    """The two public-domain portraits that ship with registry packages: Eileen Collins
+    (scikit-image's astronaut, 512x512) and Grace Hopper (matplotlib's sample, 512x600)."""
+    from matplotlib import cbook
+    from skimage import data
+
+    from .images import load_image
+
+    return {"astronaut": data.astronaut(),
+            "grace_hopper": load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))}
+
+
+def cmd_demo(args) -> int:
+    from .images import save_image
+    from .pipeline import HairTryOn
+    from .visualize import stage_grid
+
+    photos = demo_photos()
+    folder = Path(args.output)
+    tool = HairTryOn(segmenter=args.segmenter)
+    for target, source in (("astronaut", "grace_hopper"), ("grace_hopper", "astronaut")):
+        result = tool(photos[target], photos[source], progress=True)
+        save_image(photos[target], folder / f"{target}.png")
+        save_image(result.image, folder / f"{target}_with_{source}_hair.png")
+        save_image(stage_grid(result.stages, caption=f"{target} <- {source}"), folder / f"{target}_with_{source}_stages.png")
+        print(f"wrote {folder / f'{target}_with_{source}_hair.png'} and its stage grid")
+    return 0
+
+
 def cmd_weights(args) -> int:
     from . import weights
 
@@ -134,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--target-face", type=int, default=0, help="which face in the target, 0 = largest")
     sp.add_argument("--source-face", type=int, default=0, help="which face in the source, 0 = largest")
     sp.set_defaults(func=cmd_swap)
+
+    sp = sub.add_parser("demo", help="the try-on on two public-domain portraits, both ways")
+    sp.add_argument("-o", "--output", default="demo", help="folder for the results (default: demo/)")
+    sp.add_argument("--segmenter", default="bisenet", help="bisenet (default) or unet:PATH")
+    sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("weights", help="list, fetch or verify model weights")
     sp.add_argument("action", choices=["list", "fetch", "verify"])
