@@ -85,7 +85,8 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """``best``: path of the best checkpoint (by validation mIoU); ``last``: the resumable one.
-    ``history``: one dict per validation (step, loss, miou, per-class iou)."""
+    ``history``: one dict per validation (step, loss, miou, per-class iou); ``losses``: the
+    training loss of every step run by this call."""
 
     best: Path
     last: Path
@@ -94,6 +95,7 @@ class TrainResult:
     steps: int
     history: List[dict] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    losses: List[float] = field(default_factory=list)
 
 
 def last_path(out: Path) -> Path:
@@ -232,7 +234,7 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
     per_epoch = max(1, n // cfg.batch_size) if n >= cfg.batch_size else 1
     bar = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", disable=not cfg.progress,
                dynamic_ncols=True)
-    ema = None
+    ema, losses = None, []
     net.train()
     try:
         while step < cfg.steps:
@@ -254,6 +256,7 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
                 opt.step()
                 step += 1
                 value = float(loss.detach())
+                losses.append(value)
                 ema = value if ema is None else 0.9 * ema + 0.1 * value
                 bar.update(1)
                 bar.set_postfix(loss=f"{ema:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
@@ -277,7 +280,7 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
         raise
     finally:
         bar.close()
-    return TrainResult(out, last, best_miou, best_step, step, history, notes)
+    return TrainResult(out, last, best_miou, best_step, step, history, notes, losses)
 
 
 # ----------------------------------------------------------------------------------- evaluation
