@@ -23,8 +23,8 @@ from .errors import HairTryOnError, ImageLoadError
 from .framing import resize
 from .images import load_image
 from .segmentation import CLASSES, PARSE_FRAME_SCALE, Segmenter, load_segmenter, parse, segment_frame
-from .unet_segmenter import (CheckpointError, build_net, load_checkpoint, make_config, resolve_device,
-                             save_checkpoint)
+from .unet_segmenter import (PRECISIONS, CheckpointError, autocast, build_net, load_checkpoint, make_config,
+                             resolve_device, resolve_precision, save_checkpoint)
 
 NUM_CLASSES = len(CLASSES)
 
@@ -77,6 +77,7 @@ class TrainConfig:
     augment: bool = True
     resume: Optional[str] = None  # a checkpoint path, or "auto" = OUT's .last.pt
     device: str = "auto"
+    precision: str = "auto"  # "auto" (bf16 autocast where native), "fp32" or "bf16"
     seed: int = 0
     workers: int = 0
     progress: bool = True
@@ -134,7 +135,8 @@ def _lr_at(step: int, total: int, base: float) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0))))
 
 
-def validate(net, dataset: "ds.SegmentationDataset", device, batch_size: int = 8) -> np.ndarray:
+def validate(net, dataset: "ds.SegmentationDataset", device, batch_size: int = 8,
+             precision: str = "fp32") -> np.ndarray:
     """(C, C) confusion matrix of ``net`` on every (un-augmented) sample of ``dataset``."""
     import torch
 
@@ -145,7 +147,8 @@ def validate(net, dataset: "ds.SegmentationDataset", device, batch_size: int = 8
         for start in range(0, len(dataset), batch_size):
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             x = torch.stack([it[0] for it in items]).to(device).float().div_(255.0)
-            pred = net(x).argmax(1).cpu().numpy()
+            with autocast(device, precision):
+                pred = net(x.contiguous(memory_format=torch.channels_last)).argmax(1).cpu().numpy()
             for (_, y), p in zip(items, pred):
                 conf += confusion(y.numpy(), p)
     net.train(was_training)
@@ -189,6 +192,7 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
     out = Path(cfg.out)
     last = last_path(out)
     device = torch.device(resolve_device(cfg.device))
+    precision = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
 
     resume = None
@@ -201,7 +205,7 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
     notes: List[str] = []
     train_ds, val_ds = _datasets(cfg, int(config["input_size"]), notes)
 
-    net = build_net(config).to(device)
+    net = build_net(config).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.class_weights == "auto":
         weights = class_weights_from(train_ds.class_frequencies())
@@ -216,8 +220,8 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
         weights = np.asarray(resume["class_weights"], np.float32)
         notes.append(f"resumed from step {step}")
     weight_t = torch.from_numpy(weights).to(device)
-    for k, v in zip(CLASSES, weights):
-        notes.append(f"loss weight {k} {v:.2f}")
+    notes.append(f"{device.type}, {precision}; loss weights "
+                 + ", ".join(f"{k} {v:.2f}" for k, v in zip(CLASSES, weights)))
     for n in notes:
         tqdm.write(f"hairtryon: {n}")
 
@@ -225,7 +229,7 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
         s = {"step": step, "best_miou": best_miou, "best_step": best_step, "history": history,
              "class_weights": [float(w) for w in weights],
              "train": {"data": str(cfg.data), "loss": cfg.loss, "lr": cfg.lr, "batch_size": cfg.batch_size,
-                       "steps": cfg.steps, "seed": cfg.seed, "framing": train_ds.framing}}
+                       "steps": cfg.steps, "seed": cfg.seed, "framing": train_ds.framing, "precision": precision}}
         if kind == "last":
             s["optimizer"] = opt.state_dict()
         return s
@@ -246,8 +250,10 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
             for x, y in loader:
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(step, cfg.steps, cfg.lr)
-                x, y = x.to(device).float().div_(255.0), y.to(device)
-                logits = net(x)
+                x, y = x.to(device).float().div_(255.0).contiguous(memory_format=torch.channels_last), y.to(device)
+                with autocast(device, precision):
+                    logits = net(x)
+                logits = logits.float()
                 loss = F.cross_entropy(logits, y, weight=weight_t, ignore_index=ds.IGNORE)
                 if cfg.loss == "ce+dice":
                     loss = loss + dice_loss(logits, y)
@@ -261,7 +267,7 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
                 bar.update(1)
                 bar.set_postfix(loss=f"{ema:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
                 if step % cfg.val_every == 0 or step == cfg.steps:
-                    ious = iou_per_class(validate(net, val_ds, device, cfg.batch_size))
+                    ious = iou_per_class(validate(net, val_ds, device, cfg.batch_size, precision))
                     miou = float(np.nanmean(ious)) if not np.all(np.isnan(ious)) else 0.0
                     history.append({"step": step, "loss": ema, "miou": miou,
                                     "iou": {k: (None if math.isnan(v) else float(v)) for k, v in zip(CLASSES, ious)}})
@@ -438,7 +444,7 @@ def cmd_train(args) -> int:
         batch_size=args.batch_size, lr=args.lr, loss=args.loss, class_weights=args.class_weights,
         val_every=args.val_every, val_fraction=args.val_fraction, layout=args.layout,
         label_classes=args.label_classes, framing=args.framing, augment=not args.no_augment, resume=args.resume,
-        device=args.device, seed=args.seed, workers=args.workers, progress=not args.quiet)
+        device=args.device, precision=args.precision, seed=args.seed, workers=args.workers, progress=not args.quiet)
     res = train_segmenter(cfg)
     print(f"best validation mIoU {res.best_miou:.3f} at step {res.best_step}: {res.best}  "
           f"(resumable state: {res.last})")
@@ -491,6 +497,8 @@ def add_cli_commands(sub) -> None:
     sp.add_argument("--resume", nargs="?", const="auto", default=None,
                     help="resume from OUT.last.pt (or from the given checkpoint)")
     sp.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    sp.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                    help="auto: bfloat16 autocast where the device runs it natively (2x faster on recent CPUs)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")

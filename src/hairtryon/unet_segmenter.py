@@ -44,6 +44,36 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device) -> str:
+    """``auto`` -> ``bf16`` (autocast, channels-last) where the device runs bfloat16 natively
+    (measured on this 2-core CPU: a 256² width-16 U-Net 13 ms instead of 36 ms, a training step
+    2x faster), else ``fp32``."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise HairTryOnError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)}.")
+    if precision != "auto":
+        return precision
+    dev = torch.device(device)
+    try:
+        if dev.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
+
+
+def autocast(device, precision: str):
+    """A torch autocast context: bfloat16 compute when ``precision`` is ``bf16``."""
+    import torch
+
+    dev = torch.device(device)
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def make_config(input_size: int, width: int, depth: int = 4) -> Dict[str, Any]:
     """A checkpoint's config (plain ints and strings)."""
     multiple = 2 ** int(depth)
@@ -103,10 +133,11 @@ class UNetSegmenter:
     """A trained U-Net as a :class:`~hairtryon.segmentation.Segmenter`.
 
     ``predict(crop)``: (S, S, 3) uint8 RGB, S = ``input_size`` -> (5, S, S) float32 softmax
-    probabilities. Thread-safe (calls are serialised).
+    probabilities. ``precision``: see :func:`resolve_precision`. Thread-safe (calls are serialised).
     """
 
-    def __init__(self, net, config: Dict[str, Any], device: str = "cpu", path: Optional[Path] = None):
+    def __init__(self, net, config: Dict[str, Any], device: str = "cpu", path: Optional[Path] = None,
+                 precision: str = "auto"):
         import torch
 
         self.config = dict(config)
@@ -114,11 +145,12 @@ class UNetSegmenter:
         self.path = path
         self.name = f"unet:{path.name}" if path is not None else "unet"
         self.device = torch.device(resolve_device(device))
+        self.precision = resolve_precision(precision, self.device)
         self.net = net.eval().to(self.device, memory_format=torch.channels_last)
         self._lock = threading.Lock()
 
     @classmethod
-    def from_checkpoint(cls, path: Union[str, Path], device: str = "cpu") -> "UNetSegmenter":
+    def from_checkpoint(cls, path: Union[str, Path], device: str = "cpu", precision: str = "auto") -> "UNetSegmenter":
         """Load a checkpoint written by ``hairtryon train-segmenter``; its config says everything."""
         ckpt = load_checkpoint(path)
         net = build_net(ckpt["config"])
@@ -127,7 +159,7 @@ class UNetSegmenter:
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{path}: the weights do not fit the U-Net its config describes "
                                   f"({str(exc).splitlines()[0][:160]}).") from None
-        return cls(net, ckpt["config"], device=device, path=Path(path))
+        return cls(net, ckpt["config"], device=device, path=Path(path), precision=precision)
 
     def predict(self, crop: np.ndarray) -> np.ndarray:
         import torch
@@ -136,6 +168,6 @@ class UNetSegmenter:
             raise ValueError(f"expected a ({self.input_size}, {self.input_size}, 3) crop, got {crop.shape}")
         x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).unsqueeze(0)
         x = x.to(self.device, torch.float32).div_(255.0).contiguous(memory_format=torch.channels_last)
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), autocast(self.device, self.precision):
             logits = self.net(x)[0].float()
         return torch.softmax(logits, dim=0).cpu().numpy()
