@@ -126,6 +126,29 @@ def dice_loss(logits, target, ignore: int = ds.IGNORE):
     return 1.0 - ((2.0 * inter + 1.0) / (denom + 1.0)).mean()
 
 
+def segmentation_loss(logits, target, weight, kind: str = "ce+dice"):
+    """Class-weighted cross-entropy (``kind`` ``ce``) plus soft Dice (``ce+dice``).
+    ``logits`` (N, C, H, W) float32, ``target`` (N, H, W) int64 (IGNORE left out), ``weight`` (C,)."""
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(logits, target, weight=weight, ignore_index=ds.IGNORE)
+    return loss + dice_loss(logits, target) if kind == "ce+dice" else loss
+
+
+def _steps_per_epoch(n: int, batch_size: int) -> int:
+    """Full batches per epoch (one partial batch when the dataset is smaller than a batch)."""
+    return max(1, n // batch_size)
+
+
+def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> List[List[int]]:
+    """The batches of sample indices of an epoch: a permutation seeded by (seed, epoch), so a
+    resumed run sees the same order."""
+    import torch
+
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).tolist()
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(_steps_per_epoch(n, batch_size))]
+
+
 def _lr_at(step: int, total: int, base: float) -> float:
     """Linear warm-up over the first 5 % (at most 100 steps), then cosine decay to 5 % of ``base``."""
     warm = max(1, min(100, total // 20))
@@ -155,6 +178,14 @@ def validate(net, dataset: "ds.SegmentationDataset", device, batch_size: int = 8
     return conf
 
 
+def _validation_entry(net, val_ds, device, batch_size: int, precision: str, step: int, loss: float) -> dict:
+    """Validate and summarise: {'step', 'loss', 'miou', 'iou': {class: IoU or None}}."""
+    ious = iou_per_class(validate(net, val_ds, device, batch_size, precision))
+    miou = 0.0 if np.all(np.isnan(ious)) else float(np.nanmean(ious))
+    return {"step": step, "loss": loss, "miou": miou,
+            "iou": {k: (None if math.isnan(v) else float(v)) for k, v in zip(CLASSES, ious)}}
+
+
 def _datasets(cfg: TrainConfig, input_size: int, notes: List[str]):
     root = Path(cfg.data)
     layout = ds.detect_layout(root) if cfg.layout == "auto" else cfg.layout
@@ -180,7 +211,6 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
     """Train a U-Net on the labelled folder ``cfg.data``; the best checkpoint (validation mIoU)
     goes to ``cfg.out``, the resumable last state beside it (:func:`last_path`)."""
     import torch
-    import torch.nn.functional as F
     from tqdm.auto import tqdm
 
     if cfg.loss not in ("ce", "ce+dice"):
@@ -203,16 +233,18 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
             raise CheckpointError(f"{rpath} holds no training state to resume from (use {last_path(rpath).name}).")
     config = resume["config"] if resume else make_config(cfg.input_size, cfg.width, cfg.depth)
     notes: List[str] = []
+    if resume and (config["input_size"], config["width"], config["depth"]) != (cfg.input_size, cfg.width, cfg.depth):
+        notes.append(f"resuming: input size {config['input_size']}, width {config['width']}, depth "
+                     f"{config['depth']} come from the checkpoint")
     train_ds, val_ds = _datasets(cfg, int(config["input_size"]), notes)
 
     net = build_net(config).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.class_weights == "auto":
-        weights = class_weights_from(train_ds.class_frequencies())
-    else:
-        weights = np.ones(NUM_CLASSES, np.float32)
     step, best_miou, best_step, history = 0, -1.0, 0, []
-    if resume:
+    if not resume:
+        weights = class_weights_from(train_ds.class_frequencies()) if cfg.class_weights == "auto" \
+            else np.ones(NUM_CLASSES, np.float32)
+    else:
         net.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         step, best_miou, best_step = int(resume["step"]), float(resume["best_miou"]), int(resume["best_step"])
@@ -234,8 +266,7 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
             s["optimizer"] = opt.state_dict()
         return s
 
-    n = len(train_ds)
-    per_epoch = max(1, n // cfg.batch_size) if n >= cfg.batch_size else 1
+    per_epoch = _steps_per_epoch(len(train_ds), cfg.batch_size)
     bar = tqdm(total=cfg.steps, initial=step, desc="training", unit="step", disable=not cfg.progress,
                dynamic_ncols=True)
     ema, losses = None, []
@@ -244,8 +275,7 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
         while step < cfg.steps:
             epoch, skip = divmod(step, per_epoch)
             train_ds.set_epoch(epoch)
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)).tolist()
-            batches = [order[i * cfg.batch_size:(i + 1) * cfg.batch_size] for i in range(per_epoch)][skip:]
+            batches = _epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch)[skip:]
             loader = torch.utils.data.DataLoader(train_ds, batch_sampler=batches, num_workers=cfg.workers)
             for x, y in loader:
                 for g in opt.param_groups:
@@ -253,10 +283,7 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
                 x, y = x.to(device).float().div_(255.0).contiguous(memory_format=torch.channels_last), y.to(device)
                 with autocast(device, precision):
                     logits = net(x)
-                logits = logits.float()
-                loss = F.cross_entropy(logits, y, weight=weight_t, ignore_index=ds.IGNORE)
-                if cfg.loss == "ce+dice":
-                    loss = loss + dice_loss(logits, y)
+                loss = segmentation_loss(logits.float(), y, weight_t, cfg.loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -267,16 +294,13 @@ def train_segmenter(cfg: TrainConfig) -> TrainResult:
                 bar.update(1)
                 bar.set_postfix(loss=f"{ema:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
                 if step % cfg.val_every == 0 or step == cfg.steps:
-                    ious = iou_per_class(validate(net, val_ds, device, cfg.batch_size, precision))
-                    miou = float(np.nanmean(ious)) if not np.all(np.isnan(ious)) else 0.0
-                    history.append({"step": step, "loss": ema, "miou": miou,
-                                    "iou": {k: (None if math.isnan(v) else float(v)) for k, v in zip(CLASSES, ious)}})
-                    if miou > best_miou:
-                        best_miou, best_step = miou, step
+                    entry = _validation_entry(net, val_ds, device, cfg.batch_size, precision, step, ema)
+                    history.append(entry)
+                    if entry["miou"] > best_miou:
+                        best_miou, best_step = entry["miou"], step
                         save_checkpoint(out, net, config, **state("best"))
                     save_checkpoint(last, net, config, **state("last"))
-                    tqdm.write(f"step {step}: loss {ema:.3f}  "
-                               + format_ious(dict(zip(CLASSES, ious)), miou)
+                    tqdm.write(f"step {step}: loss {ema:.3f}  " + format_ious(entry["iou"], entry["miou"])
                                + ("  (best)" if best_step == step else ""))
                 if step >= cfg.steps:
                     break
