@@ -31,14 +31,15 @@ def faces_root() -> Path:
     return Path(os.environ.get("HAIRTRYON_TEST_FACES", ROOT.parent / "shared" / "faces"))
 
 
-def _median_time(fn, repeats: int) -> float:
+def _times(fn, repeats: int):
+    """(median, best) seconds of ``repeats`` calls after one warm-up."""
     fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def _unets(ckpt):
@@ -66,17 +67,18 @@ def speed(args) -> None:
 
     image = data.astronaut()  # 512² RGB
     lm = detect_landmarks(image)
-    t_lm = _median_time(lambda: detect_landmarks(image), args.repeats)
+    t_lm = _times(lambda: detect_landmarks(image), args.repeats)[0]
     print(f"load average {os.getloadavg()[0]:.2f}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"image 512x512 (astronaut); landmarks (MediaPipe) {t_lm * 1000:.0f} ms")
-    print(f"{'segmenter':52s} {'predict':>9s} {'parse*':>9s}")
+    print(f"{'segmenter':52s} {'predict (median / best)':>24s} {'parse* (median / best)':>24s}")
     rows = [("BiSeNet (512², fp32, as shipped)", BiSeNetSegmenter())] + _unets(args.unet)
     for label, seg in rows:
         crop = resize(image, (seg.input_size, seg.input_size))
-        t_pred = _median_time(lambda: seg.predict(crop), args.repeats)
-        t_parse = _median_time(lambda: parse(image, seg, landmarks=lm), args.repeats)
-        print(f"{label:52s} {t_pred * 1000:7.0f} ms {t_parse * 1000:7.0f} ms")
+        p_med, p_min = _times(lambda: seg.predict(crop), args.repeats)
+        q_med, q_min = _times(lambda: parse(image, seg, landmarks=lm), args.repeats)
+        print(f"{label:52s} {p_med * 1000:10.0f} / {p_min * 1000:4.0f} ms {q_med * 1000:10.0f} / {q_min * 1000:4.0f} ms")
     print("* parse = crop + segmenter + paste back, landmarks given (add the landmarks time for a fresh photo)")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
 def quality(args) -> None:
