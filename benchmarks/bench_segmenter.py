@@ -76,7 +76,8 @@ def speed(args) -> None:
         crop = resize(image, (seg.input_size, seg.input_size))
         p_med, p_min = _times(lambda: seg.predict(crop), args.repeats)
         q_med, q_min = _times(lambda: parse(image, seg, landmarks=lm), args.repeats)
-        print(f"{label:52s} {p_med * 1000:10.0f} / {p_min * 1000:4.0f} ms {q_med * 1000:10.0f} / {q_min * 1000:4.0f} ms")
+        print(f"{label:52s} {p_med * 1000:10.0f} / {p_min * 1000:4.0f} ms "
+              f"{q_med * 1000:10.0f} / {q_min * 1000:4.0f} ms")
     print("* parse = crop + segmenter + paste back, landmarks given (add the landmarks time for a fresh photo)")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 

@@ -13,7 +13,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -35,7 +35,8 @@ def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int = NUM_CLASSES) 
     of equal shape (uint8 / int ids); ground-truth pixels equal to IGNORE are left out."""
     gt, pred = np.asarray(gt).ravel().astype(np.int64), np.asarray(pred).ravel().astype(np.int64)
     keep = gt != ds.IGNORE
-    return np.bincount(gt[keep] * num_classes + pred[keep], minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    counts = np.bincount(gt[keep] * num_classes + pred[keep], minlength=num_classes ** 2)
+    return counts.reshape(num_classes, num_classes)
 
 
 def iou_per_class(conf: np.ndarray) -> np.ndarray:
@@ -497,7 +498,8 @@ def add_cli_commands(sub) -> None:
     sp.set_defaults(func=cmd_label)
 
     sp = sub.add_parser("train-segmenter", help="train the paper's U-Net segmenter on a labelled folder")
-    sp.add_argument("--data", required=True, help="labelled folder (CelebAMask-HQ, images/+labels/, or NAME.jpg+NAME.png)")
+    sp.add_argument("--data", required=True,
+                    help="labelled folder (CelebAMask-HQ, images/+labels/, or NAME.jpg+NAME.png)")
     sp.add_argument("--out", required=True, help="checkpoint of the best model (the last state goes to OUT.last.pt)")
     sp.add_argument("--size", type=int, default=256, help="input size of the U-Net (default 256; 512 optional)")
     sp.add_argument("--width", type=int, default=16, help="channels at full resolution (default 16, small; 64 classic)")
