@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("names", nargs="*", help="weights names (default: all)")
     sp.add_argument("--force", action="store_true", help="fetch: download again even if cached")
     sp.set_defaults(func=cmd_weights)
+
+    from .training import add_cli_commands  # label, train-segmenter, eval-segmenter
+
+    add_cli_commands(sub)
     return p
 
 
