@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from hairtryon.evaluation import evaluate
 from hairtryon.pipeline import HairTryOn

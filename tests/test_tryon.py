@@ -8,7 +8,7 @@ from hairtryon.evaluation import evaluate
 from hairtryon.inpainting import find_artifacts, fill, push_pull
 from hairtryon.pipeline import HairTryOn, paste_back
 from hairtryon.framing import Frame
-from hairtryon.segmentation import BACKGROUND, FACE, HAIR
+from hairtryon.segmentation import FACE, HAIR
 
 
 @pytest.fixture(scope="module")

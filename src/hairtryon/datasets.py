@@ -47,10 +47,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import HairTryOnError, NoFaceFound
+from .errors import HairTryOnError
 from .framing import Frame, resize
 from .images import load_image
-from .segmentation import CELEBAMASK_PARTS, CELEBAMASK_TO_5, CLASSES, FACE, HAIR, PARSE_FRAME_SCALE
+from .segmentation import CELEBAMASK_PARTS, CELEBAMASK_TO_5, CLASSES, FACE, HAIR, PARSE_FRAME_SCALE, parser_frame
 
 IGNORE = 255
 LAYOUTS = ("celebamask", "plain", "paired", "loho")
@@ -266,19 +266,6 @@ def _official_split(mapping: Path) -> Dict[int, str]:
 
 
 # ----------------------------------------------------------------------------------- framing
-def parser_frame(image: np.ndarray, size: int, landmarks=None) -> Tuple[Frame, Optional[str]]:
-    """The frame :func:`hairtryon.segmentation.parse` gives a segmenter of input ``size`` on
-    ``image`` ((H, W, 3) uint8 RGB): the largest face's ``head_frame(size, PARSE_FRAME_SCALE)``,
-    or the whole image when no face is found (then the note says so)."""
-    from .landmarks import detect_landmarks
-
-    try:
-        lm = landmarks if landmarks is not None else detect_landmarks(image)
-        return lm.head_frame(size, PARSE_FRAME_SCALE), None
-    except NoFaceFound:
-        return Frame.whole(image.shape[:2], size), "no face found: the whole image was used"
-
-
 def aligned_frame(image_hw: Tuple[int, int], size: int) -> Frame:
     """:func:`parser_frame` of an aligned FFHQ / CelebA-HQ portrait without landmarks: centred,
     ``PARSE_FRAME_SCALE`` x the image side (measured on the 67 aligned portraits of

@@ -186,6 +186,19 @@ def segment_frame(image: np.ndarray, frame: Frame, segmenter: Segmenter) -> np.n
     return np.ascontiguousarray(probs, dtype=np.float32)
 
 
+def parser_frame(image: np.ndarray, size: int, landmarks=None) -> Tuple[Frame, Optional[str]]:
+    """The crop a segmenter of input ``size`` sees of ``image`` ((H, W, 3) uint8 RGB): the
+    (largest) face's ``head_frame(size, PARSE_FRAME_SCALE)`` from ``landmarks`` (detected when
+    not given), or the whole image when no face is found (the note then says so)."""
+    from .landmarks import detect_landmarks
+
+    try:
+        lm = landmarks if landmarks is not None else detect_landmarks(image)
+        return lm.head_frame(size, PARSE_FRAME_SCALE), None
+    except NoFaceFound:
+        return Frame.whole(image.shape[:2], size), "no face found: the whole image was parsed"
+
+
 def labels_from_probs(probs: np.ndarray) -> np.ndarray:
     """(5, H, W) probabilities -> (H, W) uint8 labels."""
     return np.argmax(probs, axis=0).astype(np.uint8)
@@ -199,18 +212,11 @@ def parse(image: np.ndarray, segmenter: Optional[Segmenter] = None, landmarks=No
     detected when not given); pixels outside that crop are background. When no face is found,
     the whole image is parsed as one crop and ``meta['note']`` says so.
     """
-    from .landmarks import detect_landmarks
-
     segmenter = segmenter or get_segmenter("bisenet")
     h, w = image.shape[:2]
     note = None
     if frame is None:
-        try:
-            lm = landmarks if landmarks is not None else detect_landmarks(image)
-            frame = lm.head_frame(segmenter.input_size, PARSE_FRAME_SCALE)
-        except NoFaceFound:
-            frame = Frame.whole((h, w), segmenter.input_size)
-            note = "no face found: the whole image was parsed"
+        frame, note = parser_frame(image, segmenter.input_size, landmarks)
     probs_f = segment_frame(image, frame.with_size(segmenter.input_size), segmenter)
     probs = np.zeros((5, h, w), np.float32)
     probs[BACKGROUND] = 1.0
