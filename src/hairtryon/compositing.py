@@ -191,11 +191,16 @@ def extend_hair(layer: HairLayer, gaps: np.ndarray, rng_seed: int = 0) -> HairLa
     if not gaps.any():
         return layer
     core = layer.alpha > 0.9
-    grown = push_pull(layer.foreground, core)
+    s = gaps.shape[0]
+    k = max(1, s // 256)  # the spread colours are smooth: computed at a quarter of the size or less
+    small = cv2.resize(layer.foreground, (s // k, s // k), interpolation=cv2.INTER_AREA)
+    small_core = cv2.resize(core.astype(np.float32), (s // k, s // k), interpolation=cv2.INTER_AREA) > 0.99
+    grown = cv2.resize(push_pull(small, small_core), (s, s), interpolation=cv2.INTER_LINEAR)
     rng = np.random.default_rng(rng_seed)
-    detail = layer.foreground - cv2.GaussianBlur(layer.foreground, (0, 0), 1.5)
-    sigma = 1.4826 * np.median(np.abs(detail[core].mean(-1))) if core.any() else 0.0
-    streaks = cv2.GaussianBlur(rng.standard_normal(gaps.shape).astype(np.float32), (0, 0), sigmaX=0.6, sigmaY=4.0)
+    grey = layer.foreground.mean(-1)
+    detail = grey - cv2.GaussianBlur(grey, (0, 0), 1.5)
+    sigma = 1.4826 * np.median(np.abs(detail[core])) if core.any() else 0.0
+    streaks = cv2.GaussianBlur(rng.standard_normal(gaps.shape, dtype=np.float32), (0, 0), sigmaX=0.6, sigmaY=4.0)
     grown = grown + (streaks * sigma * 3.0)[..., None]
     soft = cv2.GaussianBlur(gaps.astype(np.float32), (0, 0), 2.0)
     alpha = np.maximum(layer.alpha, np.where(gaps, 1.0, soft)).astype(np.float32)

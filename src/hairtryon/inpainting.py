@@ -88,48 +88,45 @@ def colour_modes(image: np.ndarray, part: np.ndarray, sources: np.ndarray, min_s
     """Split a hole between the colour modes of its sources (a neck and a black top, a wall
     and a window): the sources are clustered in two by colour (k-means in Lab); if the clusters
     differ by more than ``min_separation`` (Lab units), each hole pixel goes with the nearer
-    cluster. Yields (sub_part, sub_sources) pairs of (S, S) bool masks."""
+    cluster. ``image`` (h, w, 3) uint8, masks (h, w) bool. Returns [(sub_part, sub_sources)]."""
     ys, xs = np.nonzero(sources)
     if len(ys) < 200:
-        yield part, sources
-        return
+        return [(part, sources)]
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     step = max(1, len(ys) // 5000)
-    lab = cv2.cvtColor(image[ys[::step], xs[::step]].reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
-    _, _, centres = cv2.kmeans(lab, 2, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    cv2.setRNGSeed(0)
+    _, _, centres = cv2.kmeans(lab[ys[::step], xs[::step]], 2, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
     if np.linalg.norm(centres[0] - centres[1]) < min_separation:
-        yield part, sources
-        return
-    full = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
-    member = np.argmin(((full[..., None, :] - centres[None, None]) ** 2).sum(-1), axis=-1)
+        return [(part, sources)]
+    member = np.argmin(((lab[..., None, :] - centres[None, None]) ** 2).sum(-1), axis=-1)
     dists = []
     for k in range(2):
         seeds = sources & (member == k)
         dists.append(cv2.distanceTransform((~seeds).astype(np.uint8), cv2.DIST_L2, 3) if seeds.any()
                      else np.full(part.shape, np.inf, np.float32))
     nearest = np.argmin(np.stack(dists), axis=0)
-    for k in range(2):
-        sub = part & (nearest == k)
-        if sub.any():
-            yield sub, sources & (member == k)
+    return [(part & (nearest == k), sources & (member == k)) for k in range(2) if (part & (nearest == k)).any()]
 
 
 def _grain(image: np.ndarray, sources: np.ndarray, shape, rng: np.random.Generator) -> np.ndarray:
     """Noise with the fine-grain strength of the source pixels, so a smooth fill does not look
-    flatter than what surrounds it. (h, w, 3) float32."""
-    img = image.astype(np.float32)
-    detail = img - cv2.GaussianBlur(img, (0, 0), 1.5)
+    flatter than what surrounds it. ``image`` (h, w, 3) uint8, ``sources`` (h, w) bool;
+    returns (shape[0], shape[1], 1) float32."""
     if sources.sum() < 50:
-        return np.zeros(shape + (3,), np.float32)
-    sigma = 1.4826 * np.median(np.abs(detail[sources].mean(-1)))
-    noise = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), 0.7) * (sigma * 1.6)
-    return np.repeat(noise[..., None], 3, axis=2)
+        return np.zeros(shape + (1,), np.float32)
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    detail = grey - cv2.GaussianBlur(grey, (0, 0), 1.5)
+    sigma = 1.4826 * np.median(np.abs(detail[sources]))
+    noise = cv2.GaussianBlur(rng.standard_normal(shape, dtype=np.float32), (0, 0), 0.7) * (sigma * 1.6)
+    return noise[..., None]
 
 
 def _fill_part(image: np.ndarray, part: np.ndarray, sources: np.ndarray, known: np.ndarray,
-               method: str, max_side: int, radius: int, tone=None):
-    """Fill one part of a hole from ``sources`` on a downscaled box around it; returns
-    (box slices, filled box (bh, bw, 3) uint8, effective sources)."""
+               method: str, max_side: int, radius: int, tone=None, split: bool = False):
+    """Fill one part of a hole from ``sources`` on a downscaled box around it (split between
+    the sources' colour modes when ``split``); returns (box slices, filled box (bh, bw, 3) uint8,
+    the sources used)."""
     h, w = part.shape
     ys, xs = np.nonzero(part)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
@@ -140,17 +137,21 @@ def _fill_part(image: np.ndarray, part: np.ndarray, sources: np.ndarray, known: 
         if sources[y0:y1, x0:x1].sum() < 30:
             y0, y1, x0, x1 = 0, h, 0, w
     box = (slice(y0, y1), slice(x0, x1))
-    hole = part[box] | ~sources[box]
     f = max(1.0, max(y1 - y0, x1 - x0) / max_side)
     sh, sw = max(1, int(round((y1 - y0) / f))), max(1, int(round((x1 - x0) / f)))
     small = resize(image[box], (sh, sw), cv2.INTER_AREA)
-    small_hole = (resize(hole.astype(np.float32), (sh, sw), cv2.INTER_AREA) > 0.01).astype(np.uint8)
-    if method == "telea":
-        filled = cv2.inpaint(small, small_hole, radius, cv2.INPAINT_TELEA)
-    elif tone is not None:
-        filled = skin_fill(small, small_hole.astype(bool), ~small_hole.astype(bool), tone)
-    else:
-        filled = push_pull(small.astype(np.float32), ~small_hole.astype(bool))
+    small_part = resize(part[box].astype(np.float32), (sh, sw), cv2.INTER_AREA) > 0.01
+    small_src = (resize(sources[box].astype(np.float32), (sh, sw), cv2.INTER_AREA) > 0.99) & ~small_part
+    filled = small.astype(np.float32)
+    pieces = colour_modes(small, small_part, small_src) if split else [(small_part, small_src)]
+    for sub, src in pieces:
+        if method == "telea":
+            done = cv2.inpaint(small, (~src).astype(np.uint8), radius, cv2.INPAINT_TELEA).astype(np.float32)
+        elif tone is not None:
+            done = skin_fill(small, ~src, src, tone)
+        else:
+            done = push_pull(small.astype(np.float32), src)
+        filled[sub] = done[sub]
     up = resize(np.clip(filled, 0, 255).astype(np.uint8), (y1 - y0, x1 - x0), cv2.INTER_LINEAR)
     return box, up, sources
 
@@ -172,25 +173,22 @@ def fill(image: np.ndarray, region: np.ndarray, labels: np.ndarray, known: np.nd
     if known is None:
         known = ~region
     rng = np.random.default_rng(seed)
+    smooth = method == "smooth"
     for cls in np.unique(labels[region]):
         part = region & (labels == cls)
         tone = None
         if cls == FACE:
             skin = skin_pixels(image, np.where(known, labels, 255).astype(np.uint8))
             tone = np.median(image[skin], axis=0) if skin.any() else image[known].mean(0)
-            pieces = [(part, skin & known)]
-        elif method == "smooth":
-            pieces = list(colour_modes(image, part, known & (labels == cls)))
+            sources = skin & known
         else:
-            pieces = [(part, known & (labels == cls))]
-        for sub, sources in pieces:
-            box, up, used = _fill_part(image, sub, sources, known, method, max_side, radius,
-                                       tone if method == "smooth" else None)
-            sel = sub[box]
-            if method == "smooth":
-                grain = _grain(image[box], used[box], sel.shape, rng)
-                up = np.clip(up.astype(np.float32) + grain, 0, 255).astype(np.uint8)
-            out[box][sel] = up[sel]
+            sources = known & (labels == cls)
+        box, up, used = _fill_part(image, part, sources, known, method, max_side, radius,
+                                   tone if smooth else None, split=smooth and cls != FACE)
+        sel = part[box]
+        if smooth:
+            up = np.clip(up.astype(np.float32) + _grain(image[box], used[box], sel.shape, rng), 0, 255).astype(np.uint8)
+        out[box][sel] = up[sel]
     return out
 
 

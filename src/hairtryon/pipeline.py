@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import cv2
 import numpy as np
@@ -92,7 +92,8 @@ class TryOnResult:
     """The try-on of one source hairstyle on one target.
 
     ``image``: (H, W, 3) uint8, the target photo with the new hair, at the target's resolution.
-    ``stages``: named (S, S, 3) uint8 pictures of every step in the work frame, in order.
+    ``stages``: named (S, S, 3) uint8 pictures of every step in the work frame, in order
+    (drawn when first asked for).
     ``masks``: work-frame arrays: ``hair_alpha`` (S, S) float32 the new hair's matte,
     ``source_hair`` (S, S) float32 the warped source hair's own matte (before it is grown into
     gaps beside the face), ``mapping_mask`` (S, S) uint8 labels, ``removed``/``artifacts`` (S, S) bool, ``paste_alpha`` (S, S) float32.
@@ -100,12 +101,20 @@ class TryOnResult:
     """
 
     image: np.ndarray
-    stages: Dict[str, np.ndarray] = field(default_factory=dict)
     masks: Dict[str, np.ndarray] = field(default_factory=dict)
     timings: Dict[str, float] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     target: Optional[FaceAnalysis] = None
     source: Optional[FaceAnalysis] = None
+    _make_stages: Optional[Callable[[], Dict[str, np.ndarray]]] = field(default=None, repr=False)
+    _stages: Optional[Dict[str, np.ndarray]] = field(default=None, repr=False)
+
+    @property
+    def stages(self) -> Dict[str, np.ndarray]:
+        """Named (S, S, 3) uint8 pictures of every step, in order (drawn on first use)."""
+        if self._stages is None:
+            self._stages = self._make_stages() if self._make_stages else {}
+        return self._stages
 
 
 class _Clock:
@@ -222,9 +231,8 @@ class HairTryOn:
         masks = {"hair_alpha": mapping.layer.alpha, "source_hair": mapping.source_hair,
                  "mapping_mask": mapping.intended, "removed": mapping.removed, "artifacts": artifacts,
                  "paste_alpha": paste_alpha}
-        stages = _stage_pictures(tgt, src, mapping, parsed, artifacts, final, image)
-        return TryOnResult(image, stages, masks, dict(clock.timings, total=time.perf_counter() - t_start),
-                           meta, tgt, src)
+        return TryOnResult(image, masks, dict(clock.timings, total=time.perf_counter() - t_start), meta, tgt, src,
+                           lambda: _stage_pictures(tgt, src, mapping, parsed, artifacts, final, image))
 
     def map_hair(self, tgt: FaceAnalysis, src: FaceAnalysis, clock: Optional[_Clock] = None) -> "Mapping":
         """Face and hair mapping (paper 3.2): transform, cropping, replacing, in the target's frame."""
