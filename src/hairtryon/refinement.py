@@ -275,12 +275,11 @@ def load_diffusion_model(model: Optional[str] = None, device: str = "auto", prec
 
 
 # ------------------------------------------------------------------------------------- samplers
-def _schedulers(config: Dict[str, Any]):
-    """(DDPMScheduler, DDIMScheduler classes, normalised config) for a scheduler config dict."""
-    from diffusers import DDIMScheduler, DDPMScheduler
+def _ddpm_scheduler(config: Dict[str, Any]):
+    """A diffusers DDPMScheduler from any compatible scheduler config (a DDIM one too)."""
+    from diffusers import DDPMScheduler
 
-    base = DDPMScheduler.from_config(config)  # drops keys of other (compatible) schedulers
-    return base, DDIMScheduler, base.config
+    return DDPMScheduler.from_config(config)  # drops, silently, keys of compatible schedulers
 
 
 def _ddim_stride(t0: int, steps: int, total: int) -> int:
@@ -298,12 +297,14 @@ def sdedit_tensor(x0, keep, denoiser: Callable, *, scheduler_config: Optional[Di
     float32 in [0, 1] (1 = kept). Returns (N, 3, S, S) float32: keep * x0 + (1 - keep) * the
     regenerated image (exactly x0 where keep == 1). See :func:`sdedit`."""
     import torch
+    from diffusers import DDIMScheduler
     from tqdm.auto import tqdm
 
     if sampler not in SAMPLERS:
         raise HairTryOnError(f"unknown sampler '{sampler}': use {' or '.join(SAMPLERS)}.")
     config = scheduler_config or getattr(denoiser, "scheduler_config", None) or DDPM_DEFAULTS
-    ddpm, ddim_cls, config = _schedulers(config)
+    ddpm = _ddpm_scheduler(config)
+    config = ddpm.config
     total = int(config.num_train_timesteps)
     if not (isinstance(t0, (int, np.integer)) and 1 <= t0 <= total):
         raise HairTryOnError(f"noise level t0 must be an integer from 1 to {total}, got {t0}.")
@@ -318,8 +319,8 @@ def sdedit_tensor(x0, keep, denoiser: Callable, *, scheduler_config: Optional[Di
         timesteps = [int(t) for t in scheduler.timesteps]
     else:  # DDIM on the grid t0-1, t0-1-k, ... (diffusers' "leading" spacing shifted by steps_offset)
         k = _ddim_stride(t0, steps, total)
-        scheduler = ddim_cls.from_config(config, timestep_spacing="leading", steps_offset=(t0 - 1) % k,
-                                         set_alpha_to_one=True)
+        scheduler = DDIMScheduler.from_config(config, timestep_spacing="leading", steps_offset=(t0 - 1) % k,
+                                              set_alpha_to_one=True)
         scheduler.set_timesteps(total // k)
         timesteps = [int(t) for t in scheduler.timesteps if t <= t0 - 1]
     gen = generator
@@ -341,11 +342,11 @@ def sdedit_tensor(x0, keep, denoiser: Callable, *, scheduler_config: Optional[Di
                 x = scheduler.step(eps, t, x, generator=gen).prev_sample
             else:
                 x = scheduler.step(eps, t, x, eta=0.0).prev_sample
-            if keep is not None:  # the paper's rule: kept region = input noised to the new level
+            if keep is not None:  # the paper's rule: kept region = input noised to the new level (same draw)
                 prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
                 x = noised(noise, prev) * keep + x * (1.0 - keep)
             bar.update(1)
-        x0 = x  # kept pixels already hold the input: the last step put x0 (level -1) there; next repeat starts here
+        x0 = x  # the last step put the input (level -1) in the kept region; the next repeat starts here
     bar.close()
     return x0.clamp(-1.0, 1.0)
 
