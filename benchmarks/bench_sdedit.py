@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from hairtryon import refinement as rf  # noqa: E402
+from hairtryon.diffusion import _pick_device_dtype  # noqa: E402
 
 CELEBAHQ_256 = dict(  # config.json of google/ddpm-ema-celebahq-256
     sample_size=256, in_channels=3, out_channels=3, layers_per_block=2,
@@ -101,7 +102,7 @@ def main() -> int:
         unet.save_pretrained(tmp)
         DDPMScheduler.from_config(rf.DDPM_DEFAULTS).save_pretrained(tmp)
         del unet
-        cuda = rf._pick_device_dtype(args.device, "auto")[0].startswith("cuda")
+        cuda = _pick_device_dtype(args.device, "auto")[0].startswith("cuda")
         precisions = ["fp32", "fp16"] if cuda else ["fp32", "bf16"]
         models = {p: rf.load_diffusion_model(tmp, device=args.device, precision=p) for p in precisions}
         auto = rf.load_diffusion_model(tmp, device=args.device, precision="auto")

@@ -386,3 +386,16 @@ def test_hub_cache_without_weights_offline(empty_hf_cache, tiny_folders):
     _fake_hub_cache(empty_hf_cache, "someone/partial", {"config.json": flat / "config.json"})
     with pytest.raises(WeightsError, match="weights of the diffusion model someone/partial are not in the"):
         rf.load_diffusion_model("someone/partial", device="cpu", precision="fp32")
+
+
+def test_refine_modes(empty_hf_cache, tiny_folders):
+    model, why = rf.load_for_refine("auto", None, device="cpu", precision="fp32")  # offline, nothing cached
+    assert model is None and "skipped" in why and rf.DEFAULT_MODEL in why and "\n" not in why
+    with pytest.raises(WeightsError, match="offline"):
+        rf.load_for_refine("sdedit", None, device="cpu", precision="fp32")
+    assert rf.load_for_refine("off") == (None, None)
+    _, flat, _ = tiny_folders
+    model, why = rf.load_for_refine("auto", str(flat), device="cpu", precision="fp32")
+    assert why is None and model.sample_size == 32
+    with pytest.raises(HairTryOnError, match="--refine"):
+        rf.load_for_refine("maybe")
