@@ -5,7 +5,7 @@ parameters) with random weights (the pretrained ones are not downloadable here; 
 depend on the weight values). It is saved in diffusers' format and loaded through
 hairtryon.refinement.load_diffusion_model, the code path of the real model.
 
-    PYTHONPATH=src python benchmarks/bench_sdedit.py [--calls 3] [--small 64] [--device auto]
+    PYTHONPATH=src python benchmarks/bench_sdedit.py [--calls 3] [--small 32] [--threads N] [--device auto]
 
 Reports: seconds per 256² UNet call in fp32 and bf16 + channels_last (fp16 on CUDA); a DDIM
 refine (25 steps, t0=500) end to end; the paper's DDPM sampler at t0=500 (500 UNet calls)
@@ -88,7 +88,10 @@ def main() -> int:
     ap.add_argument("--t0", type=int, default=500)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--runs", type=int, default=2, help="DDIM refines timed (fastest reported)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from diffusers import DDPMScheduler, UNet2DModel
 
@@ -138,7 +141,9 @@ def main() -> int:
                   f"DDPM t0={args.t0} {full_ddpm:.1f} s, DDIM {args.steps} steps {full_ddim:.1f} s, "
                   f"ratio {full_ddpm / full_ddim:.1f}x")
 
-        print(f"load average {load()} at the end (above the core count, timings include waiting for the CPU)")
+        busy = hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1)
+        print(f"load average {load()} at the end" + (f" (above the {os.cpu_count()} cores: other processes "
+                                                       "slowed these timings down)" if busy else ""))
         print("goals: DDIM refine < 30 s: " + ("met" if ddim_s < 30 else "NOT met")
               + f"; >= 15x fewer seconds than DDPM at t0={args.t0}: "
               + ("met" if ddpm_est / ddim_s >= 15 else "NOT met"))
