@@ -5,7 +5,7 @@ parameters) with random weights (the pretrained ones are not downloadable here; 
 depend on the weight values). It is saved in diffusers' format and loaded through
 hairtryon.refinement.load_diffusion_model, the code path of the real model.
 
-    PYTHONPATH=src python benchmarks/bench_sdedit.py [--calls 3] [--small 32] [--threads N] [--device auto]
+    PYTHONPATH=src python benchmarks/bench_sdedit.py [--calls 3] [--small 32] [--full-ddpm] [--threads N] [--device auto]
 
 Reports: seconds per 256² UNet call in fp32 and bf16 + channels_last (fp16 on CUDA); a DDIM
 refine (25 steps, t0=500) end to end; the paper's DDPM sampler at t0=500 (500 UNet calls)
@@ -90,6 +90,7 @@ def main() -> int:
     ap.add_argument("--t0", type=int, default=500)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--runs", type=int, default=3, help="DDIM refines timed (fastest reported)")
+    ap.add_argument("--full-ddpm", action="store_true", help="also run the paper's DDPM at 256² for real (minutes)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads:
@@ -133,6 +134,9 @@ def main() -> int:
               f"{per_step:.3f} s per step as measured in the DDIM refine (from the fastest isolated call: "
               f"{args.t0} x {fast:.3f} s + {sched_s:.1f} s measured scheduler/masking overhead = "
               f"{args.t0 * fast + sched_s:.0f} s)")
+        if args.full_ddpm:
+            ddpm_est = timed(lambda: rf.sdedit(image, keep, auto, sampler="ddpm", t0=args.t0, seed=0, progress=False))
+            print(f"paper's DDPM 256², t0={args.t0}, {args.t0} UNet calls, MEASURED end to end: {ddpm_est:.0f} s")
         print(f"  -> DDIM takes {ddpm_est / ddim_s:.1f}x fewer seconds than the paper's sampler at t0={args.t0}")
 
         if args.small:
