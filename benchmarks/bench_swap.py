@@ -47,7 +47,7 @@ def quality(tool: HairTryOn, faces: Path) -> None:
     rows = []
     print(f"{'target':>16s} {'source':>16s} {'align':>11s} {'IoU':>6s} {'dE00':>6s} {'PSNR':>6s} {'old%':>6s} {'sec':>5s}")
     for t, s in pairs(faces):
-        r = tool(t, s)
+        r = tool(t, s, refine="classic")
         m = evaluate(r, tool)
         rows.append(m)
         tag = lambda p: f"{p.parent.name if p.parent.name != 'images' else 'loho'}/{p.stem}"
@@ -72,7 +72,7 @@ def speed(tool: HairTryOn, faces: Path, runs: int = 5) -> None:
     for i in range(runs + 1):
         tool._cache.clear()  # photos analysed afresh; models stay loaded
         t0 = time.perf_counter()
-        r = tool(target, source)
+        r = tool(target, source, refine="classic")
         dt = time.perf_counter() - t0
         if i:
             times.append(dt)

@@ -80,3 +80,59 @@ def landmarker():
     from hairtryon.landmarks import default_landmarker
 
     return default_landmarker()
+
+
+# ------------------------------------------------------------------ tiny diffusion models
+def tiny_unet():
+    import torch
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=1,
+                       block_out_channels=(32, 64), norm_num_groups=8,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D")).eval()
+
+
+def tiny_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.03, beta_schedule="linear")
+
+
+@pytest.fixture(scope="session")
+def tiny_folders(tmp_path_factory):
+    """The same tiny model saved twice: at a folder's root, and as a DDPMPipeline (unet/, scheduler/)."""
+    from diffusers import DDPMPipeline
+
+    root = tmp_path_factory.mktemp("tiny")
+    unet, sched = tiny_unet(), tiny_scheduler()
+    unet.save_pretrained(root / "flat")
+    sched.save_pretrained(root / "flat")
+    DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(root / "pipe")
+    return unet, root / "flat", root / "pipe"
+
+
+@pytest.fixture
+def empty_hf_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # read at import time by huggingface_hub
+    monkeypatch.setenv("HAIRTRYON_OFFLINE", "1")
+    return cache
+
+
+def fake_hub_cache(cache, repo_id, files):
+    """A snapshot laid out like huggingface_hub's cache (refs/main -> snapshots/<commit>/...)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snap = repo / "snapshots" / commit
+    for rel, src in files.items():
+        (snap / rel).parent.mkdir(parents=True, exist_ok=True)
+        (snap / rel).write_bytes(src.read_bytes())
+    return snap

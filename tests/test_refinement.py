@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hairtryon import refinement as rf
+from conftest import fake_hub_cache, tiny_unet
 from hairtryon.errors import HairTryOnError, WeightsError
 from hairtryon.segmentation import BACKGROUND, EARS, FACE, HAIR, NECK
 
@@ -229,35 +230,6 @@ def test_refine_any_size_exact_outside_edit():
 
 
 # ---------------------------------------------------------------------------- model loading
-def _tiny_unet():
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(0)
-    return UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=1,
-                       block_out_channels=(32, 64), norm_num_groups=8,
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D")).eval()
-
-
-def _tiny_scheduler():
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.03, beta_schedule="linear")
-
-
-@pytest.fixture(scope="module")
-def tiny_folders(tmp_path_factory):
-    """The same tiny model saved twice: at a folder's root, and as a DDPMPipeline (unet/, scheduler/)."""
-    from diffusers import DDPMPipeline
-
-    root = tmp_path_factory.mktemp("tiny")
-    unet, sched = _tiny_unet(), _tiny_scheduler()
-    unet.save_pretrained(root / "flat")
-    sched.save_pretrained(root / "flat")
-    DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(root / "pipe")
-    return unet, root / "flat", root / "pipe"
-
-
 @pytest.mark.parametrize("layout", ["flat", "pipe"])
 def test_tiny_unet_loads_and_runs(tiny_folders, layout):
     unet, flat, pipe = tiny_folders
@@ -291,7 +263,7 @@ def test_tiny_unet_bf16(tiny_folders):
 
 
 def test_folder_without_scheduler_uses_ddpm_defaults(tmp_path):
-    _tiny_unet().save_pretrained(tmp_path / "m")
+    tiny_unet().save_pretrained(tmp_path / "m")
     model = rf.load_diffusion_model(str(tmp_path / "m"), device="cpu", precision="fp32")
     assert model.scheduler_config["beta_end"] == pytest.approx(0.02)
 
@@ -300,7 +272,7 @@ def test_not_a_diffusers_folder(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(WeightsError, match="not a diffusers UNet2DModel folder"):
         rf.load_diffusion_model(str(tmp_path), device="cpu", precision="fp32")
-    _tiny_unet().save_pretrained(tmp_path / "noweights")
+    tiny_unet().save_pretrained(tmp_path / "noweights")
     (tmp_path / "noweights" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(WeightsError, match="not a diffusers UNet2DModel folder"):
         rf.load_diffusion_model(str(tmp_path / "noweights"), device="cpu", precision="fp32")
@@ -309,7 +281,7 @@ def test_not_a_diffusers_folder(tmp_path):
 
 
 def test_corrupt_weights(tmp_path):
-    _tiny_unet().save_pretrained(tmp_path / "m")
+    tiny_unet().save_pretrained(tmp_path / "m")
     (tmp_path / "m" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(WeightsError, match="cannot load"):
         rf.load_diffusion_model(str(tmp_path / "m"), device="cpu", precision="fp32")
@@ -323,18 +295,6 @@ def test_precision_and_device_choices():
     if not torch.cuda.is_available():
         with pytest.raises(HairTryOnError, match="CUDA"):
             rf.load_diffusion_model("/nonexistent", device="cuda")
-
-
-@pytest.fixture
-def empty_hf_cache(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf" / "hub"
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # read at import time by huggingface_hub
-    monkeypatch.setenv("HAIRTRYON_OFFLINE", "1")
-    return cache
 
 
 def test_offline_default_model_not_cached(empty_hf_cache):
@@ -351,19 +311,6 @@ def test_invalid_hub_id(empty_hf_cache):
         rf.load_diffusion_model("bad id with spaces!", device="cpu", precision="fp32")
 
 
-def _fake_hub_cache(cache, repo_id, files):
-    """A snapshot laid out like huggingface_hub's cache (refs/main -> snapshots/<commit>/...)."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    snap = repo / "snapshots" / commit
-    for rel, src in files.items():
-        (snap / rel).parent.mkdir(parents=True, exist_ok=True)
-        (snap / rel).write_bytes(src.read_bytes())
-    return snap
-
-
 @pytest.mark.parametrize("layout", ["flat", "pipe"])
 def test_hub_model_from_cache_offline(empty_hf_cache, tiny_folders, layout):
     """A hub id resolves through huggingface_hub's cache, offline, in both repository layouts."""
@@ -373,7 +320,7 @@ def test_hub_model_from_cache_offline(empty_hf_cache, tiny_folders, layout):
     else:
         files = {n: pipe / n for n in ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
                                        "scheduler/scheduler_config.json")}
-    _fake_hub_cache(empty_hf_cache, f"someone/tiny-{layout}", files)
+    fake_hub_cache(empty_hf_cache, f"someone/tiny-{layout}", files)
     model = rf.load_diffusion_model(f"someone/tiny-{layout}", device="cpu", precision="fp32")
     assert model.sample_size == 32 and model.scheduler_config["beta_end"] == pytest.approx(0.03)
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -383,7 +330,7 @@ def test_hub_model_from_cache_offline(empty_hf_cache, tiny_folders, layout):
 
 def test_hub_cache_without_weights_offline(empty_hf_cache, tiny_folders):
     _, flat, _ = tiny_folders
-    _fake_hub_cache(empty_hf_cache, "someone/partial", {"config.json": flat / "config.json"})
+    fake_hub_cache(empty_hf_cache, "someone/partial", {"config.json": flat / "config.json"})
     with pytest.raises(WeightsError, match="weights of the diffusion model someone/partial are not in the"):
         rf.load_diffusion_model("someone/partial", device="cpu", precision="fp32")
 

@@ -84,7 +84,7 @@ PAIRS = [  # (target, source, what it exercises)
 @pytest.mark.parametrize("target,source,what", PAIRS)
 def test_quality_floors_on_real_pairs(tool, target, source, what, request):
     faces = request.getfixturevalue("maskgan_dir").parent
-    r = tool(faces / target, faces / source)
+    r = tool(faces / target, faces / source, refine="classic")
     m = evaluate(r, tool)
     print(what, {k: round(v, 3) for k, v in m.items()})
     assert r.image.shape[:2] == Image.open(faces / target).size[::-1]
@@ -109,7 +109,7 @@ def test_any_size_and_framing_full_resolution(tool, astronaut, loho_dir):
     """A small face in a large photo: output at the photo's size, far pixels untouched."""
     canvas = np.pad(astronaut, ((600, 200), (100, 700), (0, 0)), mode="edge")
     canvas[:300, :] = np.random.default_rng(0).integers(0, 255, (300, canvas.shape[1], 3))
-    r = tool(canvas, loho_dir / "images" / "00018.jpg")
+    r = tool(canvas, loho_dir / "images" / "00018.jpg", refine="classic")
     assert r.image.shape == canvas.shape
     fr = r.target.frame
     outside = np.ones(canvas.shape[:2], bool)
@@ -123,7 +123,7 @@ def test_any_size_and_framing_full_resolution(tool, astronaut, loho_dir):
 def test_cli_swap_writes_result_and_stage_grid(tmp_path, loho_dir, capsys):
     t, s = loho_dir / "images" / "19501.jpg", loho_dir / "images" / "00018.jpg"
     out = tmp_path / "out.png"
-    assert main(["swap", str(t), str(s), "-o", str(out), "--save-stages", str(tmp_path / "st")]) == 0
+    assert main(["swap", str(t), str(s), "-o", str(out), "--refine", "classic", "--save-stages", str(tmp_path / "st")]) == 0
     assert Image.open(out).size == Image.open(t).size
     grid = Image.open(tmp_path / "st" / "stages.png")
     assert grid.size[0] >= 1000 and len(list((tmp_path / "st").glob("*.png"))) == 15
@@ -133,6 +133,7 @@ def test_cli_swap_writes_result_and_stage_grid(tmp_path, loho_dir, capsys):
 def test_cli_swap_without_a_face_exits_2(tmp_path, loho_dir, capsys):
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((300, 300, 3), 90, np.uint8)).save(blank)
-    assert main(["swap", str(loho_dir / "images" / "00018.jpg"), str(blank), "-o", str(tmp_path / "o.png")]) == 2
+    assert main(["swap", str(loho_dir / "images" / "00018.jpg"), str(blank), "-o", str(tmp_path / "o.png"),
+                 "--refine", "classic"]) == 2
     err = capsys.readouterr().err
     assert "no face" in err and "Traceback" not in err

@@ -48,19 +48,33 @@ def cmd_landmarks(args) -> int:
     return 0
 
 
+def _tool(args):
+    from .pipeline import HairTryOn
+
+    return HairTryOn(segmenter=args.segmenter, diffusion_model=getattr(args, "diffusion_model", None),
+                     device=getattr(args, "device", "auto"), precision=getattr(args, "precision", "auto"))
+
+
+def _sdedit_options(args) -> dict:
+    options = {"sampler": args.sampler, "steps": args.steps, "repeats": args.repeats, "seed": args.seed,
+               "edit_region": args.edit_region}
+    if hasattr(args, "noise_level"):
+        options["noise_level"] = args.noise_level
+    return options
+
+
 def cmd_swap(args) -> int:
     import re
     import time
 
     from .images import load_image, save_image
-    from .pipeline import HairTryOn
     from .visualize import stage_grid
 
     target, source = load_image(args.target), load_image(args.source)
-    tool = HairTryOn(segmenter=args.segmenter)
+    tool = _tool(args)
     t0 = time.perf_counter()
-    result = tool(target, source, refine=args.refine, target_face=args.target_face,
-                  source_face=args.source_face, progress=True)
+    result = tool(target, source, refine=args.refine, target_face=args.target_face, source_face=args.source_face,
+                  progress=True, **_sdedit_options(args))
     out = save_image(result.image, args.output)
     if "alignment_fallback" in result.meta:
         print(f"hairtryon: note: similarity transform used ({result.meta['alignment_fallback']})", file=sys.stderr)
@@ -72,7 +86,22 @@ def cmd_swap(args) -> int:
                    folder / "stages.png")
         print(f"wrote the {len(result.stages)} stages and their grid to {folder}/")
     h, w = result.image.shape[:2]
-    print(f"wrote {out} ({w}x{h}) in {time.perf_counter() - t0:.1f} s")
+    print(f"wrote {out} ({w}x{h}, refine: {result.meta['refine']}) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .images import load_image, save_image
+
+    try:
+        levels = [int(v) for v in args.levels.split(",") if v.strip()]
+    except ValueError:
+        raise HairTryOnError(f"--levels takes comma-separated noise levels like 300,500,700,1000, got '{args.levels}'.") from None
+    tool = _tool(args)
+    grid, _ = tool.sweep(load_image(args.target), load_image(args.source), levels, progress=True,
+                         **_sdedit_options(args))
+    out = save_image(grid, args.output)
+    print(f"wrote {out}: input, composite and SDEdit at t0 = {', '.join(map(str, levels))}")
     return 0
 
 
@@ -152,17 +181,47 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pretty", action="store_true", help="indented JSON")
     sp.set_defaults(func=cmd_landmarks)
 
+    def add_sdedit_options(sp, with_level: bool = True) -> None:
+        g = sp.add_argument_group("SDEdit (paper 3.3.2)")
+        g.add_argument("--diffusion-model", metavar="ID_OR_DIR",
+                       help="Hugging Face Hub id or local diffusers folder (default google/ddpm-ema-celebahq-256)")
+        g.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"],
+                       help="ddim: fast, --steps UNet calls (default); ddpm: the paper's, one call per level")
+        if with_level:
+            g.add_argument("--noise-level", type=int, default=500, metavar="T0",
+                           help="t0 in 1..1000 (default 500; 300 leaves artifacts, 1000 drifts from the hairstyle)")
+        g.add_argument("--steps", type=int, default=25, help="ddim steps spanning t0 (default 25)")
+        g.add_argument("--repeats", type=int, default=1, help="ddpm: repeat the whole edit K times (paper: 3)")
+        g.add_argument("--seed", type=int, default=None, help="same seed, same output")
+        g.add_argument("--edit-region", default="tight", choices=["tight", "paper"],
+                       help="tight: keep the target's background (default); paper: regenerate it too")
+        g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+        g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="auto: bfloat16 on CPUs that run it fast, fp16 on CUDA; fp32 on request")
+
+    def add_photo_options(sp) -> None:
+        sp.add_argument("target", help="photo of the person (TARGET)")
+        sp.add_argument("source", help="photo of the hairstyle (SOURCE)")
+        sp.add_argument("--segmenter", default="bisenet", help="bisenet (default) or unet:PATH")
+
     sp = sub.add_parser("swap", help="the target photo with the source photo's hairstyle")
-    sp.add_argument("target", help="photo of the person (TARGET)")
-    sp.add_argument("source", help="photo of the hairstyle (SOURCE)")
+    add_photo_options(sp)
     sp.add_argument("-o", "--output", required=True, help="output image (PNG or JPEG), the target's size")
-    sp.add_argument("--refine", default="classic", choices=["classic", "none"],
-                    help="classic: fill the artifacts by fast marching (default); none: stop before it")
+    sp.add_argument("--refine", default="auto", choices=["auto", "sdedit", "classic", "none"],
+                    help="auto: SDEdit when the diffusion model is available, else classic (default); "
+                         "sdedit: fail without it; classic: fast-marching fill of the artifacts; none: stop before it")
     sp.add_argument("--save-stages", metavar="DIR", help="also write every stage and a labelled grid of them")
-    sp.add_argument("--segmenter", default="bisenet", help="bisenet (default) or unet:PATH")
     sp.add_argument("--target-face", type=int, default=0, help="which face in the target, 0 = largest")
     sp.add_argument("--source-face", type=int, default=0, help="which face in the source, 0 = largest")
+    add_sdedit_options(sp)
     sp.set_defaults(func=cmd_swap)
+
+    sp = sub.add_parser("sweep", help="SDEdit at several noise levels in one labelled grid (paper Fig. 12)")
+    add_photo_options(sp)
+    sp.add_argument("--levels", default="300,500,700,1000", help="comma-separated t0 values (default 300,500,700,1000)")
+    sp.add_argument("-o", "--output", required=True, help="the grid image")
+    add_sdedit_options(sp, with_level=False)
+    sp.set_defaults(func=cmd_sweep)
 
     sp = sub.add_parser("demo", help="the try-on on two public-domain portraits, both ways")
     sp.add_argument("-o", "--output", default="demo", help="folder for the results (default: demo/)")
@@ -181,11 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"hairtryon: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    import warnings
+
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         return int(args.func(args) or 0)
     except HairTryOnError as exc:
@@ -195,6 +261,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("hairtryon: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

@@ -144,6 +144,22 @@ def _local_layout(folder: Path) -> Tuple[Path, Dict[str, Any]]:
     return unet_dir, sched
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub endpoint answers a TCP connection within ``timeout`` seconds
+    (checked before downloading: huggingface_hub itself retries unreachable hosts for a minute)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _hub_download(repo_id: str) -> Path:
     """Fetch the UNet files of a Hub repository (root or unet/ layout, safetensors preferred,
     plus its scheduler config) into huggingface_hub's cache; return the snapshot folder."""
@@ -156,6 +172,8 @@ def _hub_download(repo_id: str) -> Path:
     offline = is_offline()
     hint = _PLACE_HINT.format(repo=repo_id)
     unreachable = []  # set when the Hub could not be reached (online mode)
+    if not offline and not hub_reachable():
+        offline, unreachable = True, ["the Hub"]  # use the cache alone, and say why
 
     def get(filename: str) -> Optional[Path]:
         """The cached file, downloaded if needed; None when the repository has no such file or
@@ -178,10 +196,11 @@ def _hub_download(repo_id: str) -> Path:
             raise WeightsError(f"could not fetch {filename} of {repo_id} ({exc.__class__.__name__}): {hint}.") from None
 
     def not_cached(what: str) -> WeightsError:
-        why = ("offline mode is on (HAIRTRYON_OFFLINE or HF_HUB_OFFLINE)" if offline
-               else "the Hugging Face Hub cannot be reached")
-        return WeightsError(f"{what} of the diffusion model {repo_id} {'is' if what == 'the model' else 'are'} "
-                            f"not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}: {hint}.")
+        why = ("the Hugging Face Hub cannot be reached" if unreachable
+               else "offline mode is on (HAIRTRYON_OFFLINE or HF_HUB_OFFLINE)")
+        verb = "are" if what.startswith("the weights") else "is"
+        return WeightsError(f"{what} {repo_id} {verb} not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+                            f"and {why}: {hint}.")
 
     for sub in ("", "unet/"):
         config = get(sub + "config.json")
@@ -189,7 +208,7 @@ def _hub_download(repo_id: str) -> Path:
             break
     else:
         if offline or unreachable:
-            raise not_cached("the model")
+            raise not_cached("the diffusion model")
         raise WeightsError(f"{repo_id} on the Hugging Face Hub is not a diffusers UNet2DModel "
                            "(no UNet config.json at its root or in unet/): pass another --diffusion-model.")
     cached = {n: isinstance(try_to_load_from_cache(repo_id, sub + n), str) for n in _WEIGHT_FILES}
@@ -201,7 +220,7 @@ def _hub_download(repo_id: str) -> Path:
             break
     else:
         if offline or unreachable:
-            raise not_cached("the weights")
+            raise not_cached("the weights of the diffusion model")
         raise WeightsError(f"{repo_id} on the Hugging Face Hub has no {sub}{_WEIGHT_FILES[0]} or .bin: "
                            "pass another --diffusion-model.")
     for name in (sub + "scheduler_config.json", "scheduler/scheduler_config.json"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import alignment, compositing, inpainting
+from . import alignment, compositing, inpainting, refinement
 from .errors import HairTryOnError
 from .framing import Frame
 from .images import ImageLike, load_image
@@ -31,7 +32,36 @@ from .segmentation import FACE, HAIR, PALETTE, SemanticMap, Segmenter, get_segme
 
 WORK_FRAME_SCALE = 1.3  # work frame = FFHQ-like head framing widened 1.3x: room for long hair
 MAX_WORK_SIZE = 1536  # frames larger than this are worked at this size and upsampled on paste-back
-REFINE_MODES = ("classic", "none")
+REFINE_MODES = ("auto", "sdedit", "classic", "none")
+
+
+class RefineFallbackWarning(UserWarning):
+    """``refine='auto'`` could not have the diffusion model and kept the classic result."""
+
+
+@dataclass(frozen=True)
+class SDEditOptions:
+    """How SDEdit refines (paper 3.3.2). ``sampler``: 'ddim' (fast, ``steps`` UNet calls) or
+    'ddpm' (the paper's, one call per level, the whole edit ``repeats`` times). ``noise_level``:
+    t0 in 1..1000 (300 leaves artifacts, 1000 drifts from the hairstyle). ``seed``: repeatable
+    runs. ``edit_region``: 'tight' (keeps the target's background) or 'paper' (regenerates it)."""
+
+    sampler: str = "ddim"
+    noise_level: int = 500
+    steps: int = 25
+    repeats: int = 1
+    seed: Optional[int] = None
+    edit_region: str = "tight"
+
+    def __post_init__(self):
+        if self.sampler not in refinement.SAMPLERS:
+            raise HairTryOnError(f"unknown sampler '{self.sampler}': use {' or '.join(refinement.SAMPLERS)}.")
+        if not 1 <= int(self.noise_level) <= 1000:
+            raise HairTryOnError(f"the noise level must be from 1 to 1000, got {self.noise_level}.")
+        if int(self.steps) < 1 or int(self.repeats) < 1:
+            raise HairTryOnError("steps and repeats must be at least 1.")
+        if self.edit_region not in ("tight", "paper"):
+            raise HairTryOnError(f"unknown edit region '{self.edit_region}': use tight or paper.")
 
 
 @dataclass
@@ -156,12 +186,16 @@ class HairTryOn:
 
     ``segmenter``: 'bisenet' (default), 'unet:PATH', or a :class:`Segmenter`.
     ``work_size``: largest side the work frame is processed at (default 1536).
+    ``diffusion_model``: hub id or local diffusers folder for SDEdit (default
+    ``google/ddpm-ema-celebahq-256``), loaded on first use, on ``device`` in ``precision``.
     """
 
     def __init__(self, segmenter="bisenet", landmarker: Optional[Landmarker] = None,
-                 work_size: int = MAX_WORK_SIZE, cache_size: int = 8):
+                 work_size: int = MAX_WORK_SIZE, cache_size: int = 8, diffusion_model: Optional[str] = None,
+                 device: str = "auto", precision: str = "auto"):
         self.segmenter: Segmenter = get_segmenter(segmenter) if isinstance(segmenter, str) else segmenter
         self.landmarker = landmarker or default_landmarker()
+        self.diffusion_model, self.device, self.precision = diffusion_model, device, precision
         self.work_size = int(work_size)
         self._cache: "OrderedDict[tuple, FaceAnalysis]" = OrderedDict()
         self._cache_size = cache_size
@@ -197,42 +231,130 @@ class HairTryOn:
         return SemanticMap(labels_from_probs(probs), probs)
 
     # ------------------------------------------------------------------------- the method
-    def __call__(self, target: ImageLike, source: ImageLike, refine: str = "classic",
-                 target_face: int = 0, source_face: int = 0, progress: bool = False) -> TryOnResult:
+    def diffusion(self, refine: str):
+        """The diffusion model for a refine mode, loaded once per process: (model or None, why
+        not). 'sdedit' raises :class:`WeightsError` when it cannot be had; 'auto' returns the reason."""
+        if refine not in ("auto", "sdedit"):
+            return None, None
+        return refinement.load_for_refine(refine, self.diffusion_model, self.device, self.precision)
+
+    def __call__(self, target: ImageLike, source: ImageLike, refine: str = "auto", target_face: int = 0,
+                 source_face: int = 0, progress: bool = False, **sdedit_options) -> TryOnResult:
         """Put the hairstyle of ``source`` on the person in ``target`` (paths, PIL images or
-        (H, W, 3) uint8 arrays). ``refine``: 'classic' (fast-marching fill of the artifacts) or
-        'none' (stop before it)."""
+        (H, W, 3) uint8 arrays).
+
+        ``refine``: 'auto' (default: SDEdit when the diffusion model can be had, else the classic
+        result with a :class:`RefineFallbackWarning`), 'sdedit' (fails without the model),
+        'classic' (fast-marching fill of the artifacts, paper 3.3.1) or 'none' (stop before it).
+        ``sdedit_options``: the fields of :class:`SDEditOptions`.
+        """
         if refine not in REFINE_MODES:
             raise HairTryOnError(f"unknown refine mode '{refine}': use one of {', '.join(REFINE_MODES)}.")
+        options = SDEditOptions(**sdedit_options)
         t_start = time.perf_counter()
-        bar = tqdm(total=7 if refine == "classic" else 5, desc="hairtryon", delay=1.0, leave=False,
-                   disable=not progress)
+        model, fallback = self.diffusion(refine)
+        bar = tqdm(total=5 + 2 * (refine != "none") + (model is not None), desc="hairtryon", delay=1.0,
+                   leave=False, disable=not progress)
         clock = _Clock(bar)
         try:
-            with clock("analysis"):
-                tgt = self.analyze(target, target_face)
-                src = self.analyze(source, source_face)
-            mapping = self.map_hair(tgt, src, clock)
-            final, artifacts, parsed = mapping.composite, np.zeros_like(mapping.removed), None
-            if refine == "classic":
-                final, artifacts, parsed = self.fast_marching(tgt, mapping, clock)
+            tgt, src, mapping, final, artifacts, parsed, paste_alpha = self._classic(
+                target, source, refine != "none", target_face, source_face, clock)
+            classic, edit = final, None
+            if model is not None:
+                with clock("sdedit"):
+                    edit = self.sdedit(tgt, mapping, final, paste_alpha, model, options, progress)
+                final, paste_alpha = edit.image, np.maximum(paste_alpha, edit.region)
             with clock("paste_back"):
-                changed = mapping.removed | artifacts
-                # the fills blend into their surroundings, but never into the target's face
-                feather = np.where(tgt.semantic.labels == FACE, changed, _feather(changed, max(1.0, tgt.frame.size / 512)))
-                paste_alpha = np.maximum(mapping.layer.alpha, feather)
-                image = paste_back(tgt.image, tgt.frame, final, paste_alpha)
+                image = paste_back(tgt.image, tgt.frame, final, paste_alpha,
+                                   keep=None if edit is None else edit.keep)
         finally:
             bar.close()
-        meta = {"frame": tgt.frame, "segmenter": self.segmenter.name, "refine": refine,
-                "alignment": mapping.alignment.kind}
+        meta = {"frame": tgt.frame, "segmenter": self.segmenter.name, "alignment": mapping.alignment.kind,
+                "refine": "sdedit" if model is not None else ("none" if refine == "none" else "classic")}
         if mapping.alignment.reason:
             meta["alignment_fallback"] = mapping.alignment.reason
+        if fallback:
+            meta["refine_fallback"] = fallback
+            warnings.warn(fallback, RefineFallbackWarning, stacklevel=2)
+        if model is not None:
+            meta["sdedit"] = dict(model.info, sampler=options.sampler, noise_level=int(options.noise_level),
+                                  steps=int(options.steps), repeats=int(options.repeats), seed=options.seed,
+                                  edit_region=options.edit_region)
         masks = {"hair_alpha": mapping.layer.alpha, "source_hair": mapping.source_hair,
                  "mapping_mask": mapping.intended, "removed": mapping.removed, "artifacts": artifacts,
                  "paste_alpha": paste_alpha}
+        if edit is not None:
+            masks["edit_keep"] = edit.keep
         return TryOnResult(image, masks, dict(clock.timings, total=time.perf_counter() - t_start), meta, tgt, src,
-                           lambda: _stage_pictures(tgt, src, mapping, parsed, artifacts, final, image))
+                           lambda: _stage_pictures(tgt, src, mapping, parsed, artifacts, classic, image, edit))
+
+    def _classic(self, target, source, fast_marching: bool, target_face: int, source_face: int, clock: "_Clock"):
+        """Analysis, mapping and (optionally) fast marching: everything before SDEdit."""
+        with clock("analysis"):
+            tgt = self.analyze(target, target_face)
+            src = self.analyze(source, source_face)
+        mapping = self.map_hair(tgt, src, clock)
+        final, artifacts, parsed = mapping.composite, np.zeros_like(mapping.removed), None
+        if fast_marching:
+            final, artifacts, parsed = self.fast_marching(tgt, mapping, clock)
+        changed = mapping.removed | artifacts
+        # the fills blend into their surroundings, but never into the target's face
+        feather = np.where(tgt.semantic.labels == FACE, changed, _feather(changed, max(1.0, tgt.frame.size / 512)))
+        paste_alpha = np.maximum(mapping.layer.alpha, feather)
+        return tgt, src, mapping, final, artifacts, parsed, paste_alpha
+
+    def sweep(self, target: ImageLike, source: ImageLike, levels, target_face: int = 0, source_face: int = 0,
+              progress: bool = False, **sdedit_options):
+        """SDEdit of one try-on at several noise levels (the paper's Figure 12). Needs the
+        diffusion model. Returns (grid (H, W, 3) uint8 labelled: input, composite, one result per
+        level; [(level, (H, W, 3) uint8 full-resolution result)])."""
+        from .visualize import labelled_grid
+
+        levels = [int(v) for v in levels]
+        for level in levels:
+            SDEditOptions(noise_level=level, **sdedit_options)  # validate all before any work
+        model, _ = self.diffusion("sdedit")
+        tgt, src, mapping, final, _, _, paste_alpha = self._classic(target, source, True, target_face,
+                                                                    source_face, _Clock(None))
+        tiles = [("input", tgt.crop), ("composite", final)]
+        results = []
+        for level in levels:
+            edit = self.sdedit(tgt, mapping, final, paste_alpha, model,
+                               SDEditOptions(noise_level=level, **sdedit_options), progress)
+            image = paste_back(tgt.image, tgt.frame, edit.image, np.maximum(paste_alpha, edit.region), keep=edit.keep)
+            results.append((level, image))
+            tiles.append((f"t0 = {level}", tgt.frame.extract(image)))
+        return labelled_grid(tiles, cols=len(tiles), tile=256), results
+
+    def sdedit(self, tgt: FaceAnalysis, mapping: "Mapping", image: np.ndarray, changed: np.ndarray, model,
+               options: SDEditOptions, progress: bool = False) -> "SDEditOutcome":
+        """SDEdit (paper 3.3.2) of the work-frame ``image`` ((S, S, 3) uint8, the fast-marching
+        result): a head crop framed like the model's training faces goes to the model at its
+        resolution; only the edit region comes back, feathered inside it, at the frame's own
+        resolution. ``changed`` ((S, S) float32 > 0 where the try-on changed pixels) and the new
+        hair are regenerated with the seams around them; the target's face, ears, neck and
+        clothes (eroded) are kept, bit for bit."""
+        s = tgt.frame.size
+        head = tgt.landmarks.head_frame(model.sample_size, 1.0)
+        f = tgt.frame
+        crop = Frame(int(round((head.x0 - f.x0) * f.scale)), int(round((head.y0 - f.y0) * f.scale)),
+                     max(8, int(round(head.side * f.scale))), 0, (s, s))
+        crop = crop.with_size(crop.side)  # the head crop at the frame's own resolution
+        regenerate = (changed > 0) | (mapping.layer.alpha > 0)
+        labels = crop.extract(mapping.intended, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0)
+        regen = crop.extract(regenerate.astype(np.uint8), cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0).astype(bool)
+        keep_crop = refinement.edit_mask(labels, regen, options.edit_region)
+        refined = refinement.refine(crop.extract(image, border=cv2.BORDER_REFLECT_101), keep_crop, model,
+                                    sampler=options.sampler, t0=int(options.noise_level), steps=int(options.steps),
+                                    repeats=int(options.repeats), seed=options.seed, progress=progress)
+        rows, cols, brows, bcols = crop.roi()
+        out = image.copy()
+        out[rows, cols] = refined[brows, bcols]
+        keep = np.zeros((s, s), bool)
+        keep[rows, cols] = keep_crop[brows, bcols]
+        region = np.zeros((s, s), np.float32)
+        region[rows, cols] = ~keep_crop[brows, bcols]
+        return SDEditOutcome(out, keep, region, refined, crop)
 
     def map_hair(self, tgt: FaceAnalysis, src: FaceAnalysis, clock: Optional[_Clock] = None) -> "Mapping":
         """Face and hair mapping (paper 3.2): transform, cropping, replacing, in the target's frame."""
@@ -297,6 +419,20 @@ class HairTryOn:
 
 
 @dataclass
+class SDEditOutcome:
+    """SDEdit's part of a try-on, in the target's work frame. ``image``: (S, S, 3) uint8 the
+    refined frame; ``keep``: (S, S) bool the kept pixels (exactly the input's); ``region``:
+    (S, S) float32, 1 where SDEdit may change pixels; ``refined``: the head crop as the model
+    left it (at the frame's resolution); ``crop``: that head crop's box in the frame."""
+
+    image: np.ndarray
+    keep: np.ndarray
+    region: np.ndarray
+    refined: np.ndarray
+    crop: Frame
+
+
+@dataclass
 class Mapping:
     """The target's work frame after face and hair mapping (paper 3.2). Images (S, S, 3) uint8,
     masks (S, S) bool, labels (S, S) uint8.
@@ -322,7 +458,8 @@ class Mapping:
 
 
 def _stage_pictures(tgt: FaceAnalysis, src: FaceAnalysis, mapping: Mapping, parsed: Optional[SemanticMap],
-                    artifacts: np.ndarray, final: np.ndarray, image: np.ndarray) -> Dict[str, np.ndarray]:
+                    artifacts: np.ndarray, final: np.ndarray, image: np.ndarray,
+                    edit: Optional[SDEditOutcome] = None) -> Dict[str, np.ndarray]:
     """Every step as a picture in the work frame, in the order of the paper's overview figure;
     frame pixels outside a photo are shown plain grey."""
     s = tgt.frame.size
@@ -354,17 +491,31 @@ def _stage_pictures(tgt: FaceAnalysis, src: FaceAnalysis, mapping: Mapping, pars
         stages["re-parsed"] = shown(parsed.colorize())
         stages["artifacts"] = shown(overlay)
         stages["fast marching"] = shown(final)
+    if edit is not None:
+        # white = kept, black = regenerated (the paper's convention); outside the head crop the
+        # model sees, grey
+        mask = np.full((s, s, 3), 200, np.uint8)
+        c = edit.crop
+        rows, cols, brows, bcols = c.roi()
+        mask[rows, cols] = np.where(edit.keep[rows, cols, None], 255, 0).astype(np.uint8)
+        cv2.rectangle(mask, (c.x0, c.y0), (c.x0 + c.side - 1, c.y0 + c.side - 1), (0, 160, 255), max(1, s // 256))
+        stages["SDEdit mask"] = mask
+        stages["SDEdit"] = shown(edit.image)
     stages["result"] = shown(tgt.frame.extract(image))
     return stages
 
 
-def paste_back(image: np.ndarray, frame: Frame, content: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def paste_back(image: np.ndarray, frame: Frame, content: np.ndarray, alpha: np.ndarray,
+               keep: Optional[np.ndarray] = None) -> np.ndarray:
     """Blend work-frame ``content`` ((S, S, 3) uint8) into the photo ``image`` ((H, W, 3) uint8)
-    with ``alpha`` ((S, S) float32), both upsampled to the frame's own pixels. Where alpha is 0
-    the photo's pixels are returned unchanged. Returns a new (H, W, 3) uint8 image."""
+    with ``alpha`` ((S, S) float32), both upsampled to the frame's own pixels. Where alpha is 0,
+    and wherever ``keep`` ((S, S) bool, upsampled nearest) is True, the photo's pixels are
+    returned unchanged. Returns a new (H, W, 3) uint8 image."""
     out = image.copy()
     rows, cols, brows, bcols = frame.roi()
     a = frame.to_image_box(alpha.astype(np.float32))[brows, bcols]
+    if keep is not None:
+        a = np.where(frame.to_image_box(keep.astype(np.uint8), cv2.INTER_NEAREST)[brows, bcols] > 0, 0.0, a)
     c = frame.to_image_box(content)[brows, bcols].astype(np.float32)
     sel = a > 0
     if sel.any():
