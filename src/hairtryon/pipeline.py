@@ -383,8 +383,8 @@ class HairTryOn:
             # hairline where the old hair covered it; thin slivers by the new hair are skin too
             face = tgt.face_region() | ((warped_labels == FACE) & tgt.forehead_column())
             face = cv2.dilate(face.astype(np.uint8), compositing._disk(s / 100)).astype(bool)
-            mouth_y = f.to_frame_points(tgt.landmarks.mouth[None])[0, 1]
-            gaps = compositing.side_gaps(layer.mask, face, removed, width=s // 8, below=mouth_y)
+            chin_y = tgt.points[3, 1]
+            gaps = compositing.side_gaps(layer.mask, face, removed, width=s // 8, below=chin_y)
             layer = compositing.extend_hair(layer, gaps)
             intended = compositing.mapping_mask(tgt.semantic.labels, removed, layer.mask, face)
 
