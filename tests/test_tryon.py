@@ -137,3 +137,15 @@ def test_cli_swap_without_a_face_exits_2(tmp_path, loho_dir, capsys):
                  "--refine", "classic"]) == 2
     err = capsys.readouterr().err
     assert "no face" in err and "Traceback" not in err
+
+
+def test_cli_demo_on_the_public_domain_portraits(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HAIRTRYON_OFFLINE", "1")  # no diffusion model: the classic result, one warning each
+    assert main(["demo", "-o", str(tmp_path)]) == 0
+    for name, size in (("astronaut_with_grace_hopper_hair.png", (512, 512)),
+                       ("grace_hopper_with_astronaut_hair.png", (512, 600))):
+        out = np.array(Image.open(tmp_path / name))
+        assert out.shape[:2] == size[::-1]
+        src = np.array(Image.open(tmp_path / (name.split("_with_")[0] + ".png")))
+        assert (out != src).any(axis=-1).mean() > 0.01  # the hair changed
+    assert capsys.readouterr().err.count("hairtryon: warning:") <= 2

@@ -196,6 +196,7 @@ class HairTryOn:
         self.segmenter: Segmenter = get_segmenter(segmenter) if isinstance(segmenter, str) else segmenter
         self.landmarker = landmarker or default_landmarker()
         self.diffusion_model, self.device, self.precision = diffusion_model, device, precision
+        self._diffusion_failure: Optional[str] = None
         self.work_size = int(work_size)
         self._cache: "OrderedDict[tuple, FaceAnalysis]" = OrderedDict()
         self._cache_size = cache_size
@@ -236,7 +237,11 @@ class HairTryOn:
         not). 'sdedit' raises :class:`WeightsError` when it cannot be had; 'auto' returns the reason."""
         if refine not in ("auto", "sdedit"):
             return None, None
-        return refinement.load_for_refine(refine, self.diffusion_model, self.device, self.precision)
+        if self._diffusion_failure is not None and refine == "auto":  # tried before: don't probe again
+            return None, self._diffusion_failure
+        model, why = refinement.load_for_refine(refine, self.diffusion_model, self.device, self.precision)
+        self._diffusion_failure = why
+        return model, why
 
     def __call__(self, target: ImageLike, source: ImageLike, refine: str = "auto", target_face: int = 0,
                  source_face: int = 0, progress: bool = False, **sdedit_options) -> TryOnResult:
