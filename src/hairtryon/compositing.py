@@ -16,12 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .framing import disk
 from .segmentation import BACKGROUND, EARS, FACE, HAIR, NECK
-
-
-def _disk(radius: int) -> np.ndarray:
-    r = max(int(round(radius)), 1)
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
 def normalized_blur(image: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
@@ -81,8 +77,8 @@ def pull_matte(image: np.ndarray, hair: np.ndarray, band: float) -> HairLayer:
     img = image.astype(np.float32)
     r = max(1, int(round(band / 2)))
     hair_u8 = hair.astype(np.uint8)
-    sure_fg = cv2.erode(hair_u8, _disk(r)).astype(bool)
-    sure_bg = ~cv2.dilate(hair_u8, _disk(r)).astype(bool)
+    sure_fg = cv2.erode(hair_u8, disk(r)).astype(bool)
+    sure_bg = ~cv2.dilate(hair_u8, disk(r)).astype(bool)
     fg_col = normalized_blur(img, sure_fg, band)
     bg_col = normalized_blur(img, sure_bg, band)
     fallback = np.median(img[sure_fg], axis=0) if sure_fg.any() else img.reshape(-1, 3).mean(0)
@@ -129,8 +125,8 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     only over pixels darker than the face's skin (the shadow and tips of a fringe), so the face
     stays the target's own pixels, eyebrows under a fringe included."""
     hair = ((labels == HAIR) | (hair_prob > 0.4)).astype(np.uint8)
-    hair = cv2.morphologyEx(hair, cv2.MORPH_CLOSE, _disk(closing_px))
-    wide = cv2.dilate(hair, _disk(margin_px)).astype(bool) if margin_px > 0 else hair.astype(bool)
+    hair = cv2.morphologyEx(hair, cv2.MORPH_CLOSE, disk(closing_px))
+    wide = cv2.dilate(hair, disk(margin_px)).astype(bool) if margin_px > 0 else hair.astype(bool)
     face = labels == FACE
     if face_margin_px <= 0 or face.sum() < 50:
         return wide & ~face
@@ -138,7 +134,7 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     vals = lum[face]
     median = np.median(vals)
     spread = 1.4826 * np.median(np.abs(vals - median)) + 1.0
-    near = cv2.dilate((hair.astype(bool) & ~face).astype(np.uint8), _disk(face_margin_px)).astype(bool)
+    near = cv2.dilate((hair.astype(bool) & ~face).astype(np.uint8), disk(face_margin_px)).astype(bool)
     shadow = face & near & (lum < median - spread)
     return (wide & ~face) | shadow | (hair.astype(bool) & ~face)
 

@@ -21,6 +21,7 @@ from typing import Dict
 import cv2
 import numpy as np
 
+from .framing import disk
 from .metrics import colour_difference, iou, psnr
 from .segmentation import FACE, HAIR
 
@@ -36,10 +37,9 @@ def evaluate(result, tool, tolerance: float = 0.01) -> Dict[str, float]:
     new_hair = result.masks["hair_alpha"] > 0.5
     out_hair = (parsed == HAIR) & inside
     tol = max(1, int(round(tolerance * s)))
-    grown = cv2.dilate(new_hair.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * tol + 1,) * 2))
-    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * tol + 1,) * 2)
+    grown = cv2.dilate(new_hair.astype(np.uint8), disk(tol))
     face = (tgt.semantic.labels == FACE) & inside
-    inner_face = cv2.erode(face.astype(np.uint8), disk).astype(bool)
+    inner_face = cv2.erode(face.astype(np.uint8), disk(tol)).astype(bool)
     untouched = inner_face & (result.masks["hair_alpha"] == 0)
     src_hair = (src.semantic.labels == HAIR) & src.inside
     return {

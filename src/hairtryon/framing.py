@@ -111,3 +111,9 @@ def resize(arr: np.ndarray, hw: Tuple[int, int], interpolation: int = cv2.INTER_
     if a.ndim == 3 and out.ndim == 2:
         out = out[:, :, None]
     return out
+
+
+def disk(radius: float) -> np.ndarray:
+    """Elliptic structuring element of the given radius (at least 1) for OpenCV morphology."""
+    r = max(int(round(radius)), 1)
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))

@@ -16,13 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .framing import resize
+from .framing import disk, resize
 from .segmentation import FACE, HAIR
-
-
-def _disk(radius: float) -> np.ndarray:
-    r = max(int(round(radius)), 1)
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
 def skin_pixels(image: np.ndarray, labels: np.ndarray, strictness: float = 2.0, edge: float = 1 / 200) -> np.ndarray:
@@ -32,7 +27,7 @@ def skin_pixels(image: np.ndarray, labels: np.ndarray, strictness: float = 2.0, 
     face = labels == FACE
     if face.sum() < 50:
         return face
-    face = cv2.erode(face.astype(np.uint8), _disk(max(2, image.shape[0] * edge))).astype(bool)
+    face = cv2.erode(face.astype(np.uint8), disk(max(2, image.shape[0] * edge))).astype(bool)
     if not face.any():
         face = labels == FACE
     lum = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[:, :, 0].astype(np.float32)
@@ -206,7 +201,7 @@ def clone_skin(image: np.ndarray, donor: np.ndarray, region: np.ndarray, min_pix
     aligned with ``image``) over ``region`` ((S, S) bool), blended by Poisson image editing
     (``cv2.seamlessClone``) so their colours meet ``image`` at the region's border. Small or
     border-touching regions are left as they are. Returns (S, S, 3) uint8."""
-    mask = cv2.morphologyEx(region.astype(np.uint8), cv2.MORPH_OPEN, _disk(2))
+    mask = cv2.morphologyEx(region.astype(np.uint8), cv2.MORPH_OPEN, disk(2))
     h, w = mask.shape
     mask[:2, :] = mask[-2:, :] = 0
     mask[:, :2] = mask[:, -2:] = 0
@@ -234,9 +229,9 @@ def find_artifacts(parsed: np.ndarray, intended: np.ndarray, min_width: int) -> 
     composite and of the mapping mask (both (S, S) uint8 labels), without the slivers thinner
     than ``min_width`` pixels that any two parses of the same edge differ by. (S, S) bool."""
     diff = ((parsed == HAIR) ^ (intended == HAIR)).astype(np.uint8)
-    diff = cv2.morphologyEx(diff, cv2.MORPH_OPEN, _disk(min_width / 2))
+    diff = cv2.morphologyEx(diff, cv2.MORPH_OPEN, disk(min_width / 2))
     if diff.any():
-        diff = cv2.dilate(diff, _disk(max(1, min_width / 4)))
+        diff = cv2.dilate(diff, disk(max(1, min_width / 4)))
     return diff.astype(bool)
 
 

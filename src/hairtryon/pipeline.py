@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import alignment, compositing, inpainting, refinement
 from .errors import HairTryOnError
-from .framing import Frame
+from .framing import Frame, disk
 from .images import ImageLike, load_image
 from .landmarks import Landmarker, Landmarks, default_landmarker
 from .segmentation import FACE, HAIR, PALETTE, SemanticMap, Segmenter, get_segmenter, labels_from_probs, segment_frame
@@ -387,7 +387,7 @@ class HairTryOn:
             # skin under the new hairstyle: the target's face, and the source's forehead up to its
             # hairline where the old hair covered it; thin slivers by the new hair are skin too
             face = tgt.face_region() | ((warped_labels == FACE) & tgt.forehead_column())
-            face = cv2.dilate(face.astype(np.uint8), compositing._disk(s / 100)).astype(bool)
+            face = cv2.dilate(face.astype(np.uint8), disk(s / 100)).astype(bool)
             chin_y = tgt.points[3, 1]
             gaps = compositing.side_gaps(layer.mask, face, removed, width=s // 8, below=chin_y)
             layer = compositing.extend_hair(layer, gaps)

@@ -29,6 +29,7 @@ import numpy as np
 from .diffusion import (DDPM_DEFAULTS, DEFAULT_MODEL, REFINE_MODES, Denoiser, DiffusionModel,  # noqa: F401
                         load_diffusion_model, load_for_refine)
 from .errors import HairTryOnError
+from .framing import disk
 from .segmentation import BACKGROUND, EARS, FACE, NECK
 
 SAMPLERS = ("ddpm", "ddim")
@@ -144,10 +145,6 @@ def sdedit(image: np.ndarray, keep: Optional[np.ndarray], denoiser: Callable, *,
 
 
 # ------------------------------------------------------------------------- masks and paste-back
-def _disk(px: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
-
-
 def edit_mask(labels_intended: np.ndarray, regenerate: np.ndarray, mode: str = "tight",
               erode_px: Optional[int] = None, band_px: Optional[int] = None) -> np.ndarray:
     """The kept region of the SDEdit mask (paper 3.3.2: white = kept).
@@ -168,12 +165,12 @@ def edit_mask(labels_intended: np.ndarray, regenerate: np.ndarray, mode: str = "
     erode_px = max(1, round(side / 50)) if erode_px is None else int(erode_px)
     band_px = max(1, round(side / 32)) if band_px is None else int(band_px)
     body = np.isin(labels, (FACE, EARS, NECK)) & ~regenerate
-    keep = cv2.erode(body.astype(np.uint8), _disk(erode_px)).astype(bool) if erode_px > 0 else body
+    keep = cv2.erode(body.astype(np.uint8), disk(erode_px)).astype(bool) if erode_px > 0 else body
     if mode == "paper":
         return keep
     if mode != "tight":
         raise HairTryOnError(f"unknown edit-mask mode '{mode}': use tight or paper.")
-    near = cv2.dilate(regenerate.astype(np.uint8), _disk(band_px)).astype(bool) if band_px > 0 else regenerate
+    near = cv2.dilate(regenerate.astype(np.uint8), disk(band_px)).astype(bool) if band_px > 0 else regenerate
     return keep | ((labels == BACKGROUND) & ~near)
 
 
