@@ -134,6 +134,45 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_label(args) -> int:
+    from .training import label_folder
+
+    rep = label_folder(args.photos, args.out, teacher=args.teacher, size=args.size, device=args.device,
+                       progress=not args.quiet)
+    for line in rep.skipped:
+        print(f"hairtryon: skipped {line}", file=sys.stderr)
+    print(f"wrote {len(rep.written)} labelled crops to {rep.out}/images and {rep.out}/labels "
+          f"({len(rep.skipped)} skipped)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .training import TrainConfig, train_segmenter
+
+    cfg = TrainConfig(
+        data=args.data, out=args.out, input_size=args.size, width=args.width, depth=args.depth, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, loss=args.loss, class_weights=args.class_weights,
+        val_every=args.val_every, val_fraction=args.val_fraction, layout=args.layout,
+        label_classes=args.label_classes, framing=args.framing, augment=not args.no_augment, resume=args.resume,
+        device=args.device, precision=args.precision, seed=args.seed, workers=args.workers, progress=not args.quiet)
+    res = train_segmenter(cfg)
+    print(f"best validation mIoU {res.best_miou:.3f} at step {res.best_step}: {res.best}  "
+          f"(resumable state: {res.last})")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .segmentation import load_segmenter
+    from .training import evaluate_segmenter
+    from .unet_segmenter import resolve_device
+
+    segmenter = load_segmenter(args.segmenter, device=resolve_device(args.device))
+    rep = evaluate_segmenter(args.data, segmenter, layout=args.layout, label_classes=args.label_classes,
+                             split=args.split, limit=args.limit, seed=args.seed, progress=not args.quiet)
+    print(rep.format())
+    return 0
+
+
 def cmd_weights(args) -> int:
     from . import weights
 
@@ -234,9 +273,66 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="fetch: download again even if cached")
     sp.set_defaults(func=cmd_weights)
 
-    from .training import add_cli_commands  # label, train-segmenter, eval-segmenter
+    # the paper's U-Net segmenter: pseudo-labels, training, evaluation
+    from . import datasets as ds
+    from .unet_segmenter import PRECISIONS
 
-    add_cli_commands(sub)
+    layouts = ["auto", *ds.LAYOUTS]
+
+    sp = sub.add_parser("label", help="pseudo-label a folder of portraits (5 classes) for train-segmenter")
+    sp.add_argument("photos", help="folder of portraits")
+    sp.add_argument("out", help="output folder: images/, labels/ and hairtryon-labels.json")
+    sp.add_argument("--teacher", default="bisenet", help="segmenter that labels: bisenet (default) or unet:PATH")
+    sp.add_argument("--size", type=int, default=512, help="side of the written crops (default 512)")
+    sp.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_label)
+
+    sp = sub.add_parser("train-segmenter", help="train the paper's U-Net segmenter on a labelled folder")
+    sp.add_argument("--data", required=True,
+                    help="labelled folder (CelebAMask-HQ, images/+labels/, or NAME.jpg+NAME.png)")
+    sp.add_argument("--out", required=True, help="checkpoint of the best model (the last state goes to OUT.last.pt)")
+    sp.add_argument("--size", type=int, default=256, help="input size of the U-Net (default 256; 512 optional)")
+    sp.add_argument("--width", type=int, default=16, help="channels at full resolution (default 16, small; 64 classic)")
+    sp.add_argument("--depth", type=int, default=4, help="down/up stages (default 4)")
+    sp.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
+    sp.add_argument("--batch-size", type=int, default=8)
+    sp.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of AdamW (cosine schedule)")
+    sp.add_argument("--loss", choices=["ce", "ce+dice"], default="ce+dice")
+    sp.add_argument("--class-weights", choices=["auto", "none"], default="auto",
+                    help="auto: inverse square-root class frequency (default)")
+    sp.add_argument("--val-every", type=int, default=200, help="validate (mIoU per class) every N steps")
+    sp.add_argument("--val-fraction", type=float, default=0.1,
+                    help="held-out share when the folder has no official split (0: validate on the training images)")
+    sp.add_argument("--layout", choices=layouts, default="auto")
+    sp.add_argument("--label-classes", type=int, choices=[5, 19], default=None,
+                    help="what label ids mean in images/+labels/ folders (default: 19, or 5 for `label` output)")
+    sp.add_argument("--framing", choices=["auto", *ds.FRAMINGS], default="auto",
+                    help="how the parser's face crop is found (auto: none for `label` output, aligned for "
+                         "CelebAMask-HQ, landmarks otherwise)")
+    sp.add_argument("--no-augment", action="store_true", help="no flip / scale / rotation / colour jitter")
+    sp.add_argument("--resume", nargs="?", const="auto", default=None,
+                    help="resume from OUT.last.pt (or from the given checkpoint)")
+    sp.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    sp.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                    help="auto: bfloat16 autocast where the device runs it natively (2x faster on recent CPUs)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("eval-segmenter", help="IoU per class of a segmenter on a labelled folder")
+    sp.add_argument("--data", required=True,
+                    help="labelled folder (CelebAMask-HQ, images/+labels/, NAME.jpg+NAME.png, or LOHO images/+masks/)")
+    sp.add_argument("--segmenter", default="bisenet", help="bisenet (default) or unet:PATH")
+    sp.add_argument("--layout", choices=layouts, default="auto")
+    sp.add_argument("--label-classes", type=int, choices=[5, 19], default=None)
+    sp.add_argument("--split", choices=list(ds.SPLITS), default="all")
+    sp.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the split when there is no official one")
+    sp.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_eval)
     return p
 
 

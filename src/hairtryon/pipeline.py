@@ -17,6 +17,7 @@ import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Dict, Optional
 
 import cv2
@@ -84,7 +85,7 @@ class FaceAnalysis:
         """(4, 2) the method's 4 points in frame coordinates."""
         return self.frame.to_frame_points(self.landmarks.points)
 
-    @property
+    @cached_property
     def inside(self) -> np.ndarray:
         """(S, S) bool: frame pixels that lie inside the photo (the rest is padding)."""
         ones = np.ones(self.image.shape[:2], np.uint8)
