@@ -45,20 +45,22 @@ def pairs(faces: Path):
 
 def quality(tool: HairTryOn, faces: Path) -> None:
     rows = []
-    print(f"{'target':>16s} {'source':>16s} {'align':>11s} {'IoU':>6s} {'dE00':>6s} {'PSNR':>6s} {'old%':>6s} {'sec':>5s}")
+    print(f"{'target':>16s} {'source':>16s} {'align':>11s} {'IoU':>6s} {'dE00':>6s} {'PSNR':>6s} {'old%':>6s} {'took%':>6s} {'sec':>5s}")
     for t, s in pairs(faces):
         r = tool(t, s, refine="classic")
         m = evaluate(r, tool)
         rows.append(m)
         tag = lambda p: f"{p.parent.name if p.parent.name != 'images' else 'loho'}/{p.stem}"
         print(f"{tag(t):>16s} {tag(s):>16s} {r.meta['alignment']:>11s} {m['hair_iou']:6.3f} {m['hair_delta_e']:6.2f} "
-              f"{m['face_psnr']:6.1f} {100 * m['old_hair']:6.2f} {r.timings['total']:5.2f}", flush=True)
+              f"{m['face_psnr']:6.1f} {100 * m['old_hair']:6.2f} {100 * m['face_taken']:6.2f} {r.timings['total']:5.2f}", flush=True)
     med = lambda k: statistics.median(r[k] for r in rows)
     psnrs = [r["face_psnr"] for r in rows]
     print(f"\nsummary over {len(rows)} pairs: hair IoU median {med('hair_iou'):.3f} (min {min(r['hair_iou'] for r in rows):.3f}); "
           f"hair CIEDE2000 median {med('hair_delta_e'):.2f} (max {max(r['hair_delta_e'] for r in rows):.2f}); "
           f"face PSNR min {min(psnrs):.1f} dB median {statistics.median(psnrs):.1f} dB; "
-          f"old hair max {100 * max(r['old_hair'] for r in rows):.2f}% of face area")
+          f"old hair max {100 * max(r['old_hair'] for r in rows):.2f}% of face area, under 1% on "
+          f"{sum(r['old_hair'] < 0.01 for r in rows)} of {len(rows)} pairs; face pixels taken for old hair max "
+          f"{100 * max(r['face_taken'] for r in rows):.2f}%")
 
 
 def speed(tool: HairTryOn, faces: Path, runs: int = 5) -> None:

@@ -122,8 +122,9 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     The hair mask (labels, plus pixels with hair probability > 0.4 so faint edge strands count)
     is closed (the paper's morphological closing) and dilated by ``margin_px`` so the region
     never borders leftover fringe pixels. Into the face it reaches only ``face_margin_px``, and
-    only over pixels darker than the face's skin (the shadow and tips of a fringe), so the face
-    stays the target's own pixels, eyebrows under a fringe included."""
+    only over pixels darker than the face's skin (the shadow at a fringe's edge), so the face
+    stays the target's own pixels, eyebrows under a fringe included. (Thin strand tips of a
+    fringe that the parser calls face stay too: telling them from skin texture proved unsafe.)"""
     hair = ((labels == HAIR) | (hair_prob > 0.4)).astype(np.uint8)
     hair = cv2.morphologyEx(hair, cv2.MORPH_CLOSE, disk(closing_px))
     wide = cv2.dilate(hair, disk(margin_px)).astype(bool) if margin_px > 0 else hair.astype(bool)
@@ -135,8 +136,8 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     median = np.median(vals)
     spread = 1.4826 * np.median(np.abs(vals - median)) + 1.0
     near = cv2.dilate((hair.astype(bool) & ~face).astype(np.uint8), disk(face_margin_px)).astype(bool)
-    shadow = face & near & (lum < median - spread)
-    return (wide & ~face) | shadow | (hair.astype(bool) & ~face)
+    taken = face & near & (lum < median - spread)
+    return (wide & ~face) | taken | (hair.astype(bool) & ~face)
 
 
 def mapping_mask(target_labels: np.ndarray, removed: np.ndarray, new_hair: np.ndarray,

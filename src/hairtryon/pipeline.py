@@ -374,9 +374,11 @@ class HairTryOn:
             warp = f.matrix() @ align.matrix @ np.linalg.inv(src.frame.matrix())
             warped = alignment.warp_image(src.crop, warp, (s, s))
             warped_labels = alignment.warp_labels(np.where(src.inside, src.semantic.labels, 0).astype(np.uint8), warp, (s, s))
-            # hair that the source photo cuts off fades out instead of ending in a straight line
-            edge = cv2.distanceTransform(np.pad(src.inside, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
-            fade = alignment.warp_mask(np.clip(edge / max(2.0, 0.05 * src.frame.size), 0, 1), warp, (s, s))
+            # hair that the source photo cuts off fades out instead of ending in a straight line,
+            # except where the target photo ends too (the hair goes on beyond both)
+            src_photo = alignment.warp_labels(src.inside.astype(np.uint8), warp, (s, s)) > 0
+            edge = cv2.distanceTransform((src_photo | ~inside).astype(np.uint8), cv2.DIST_L2, 3)
+            fade = np.clip(edge / max(2.0, 0.05 * s), 0, 1).astype(np.float32)
 
         with clock("cropping"):  # 3.2.3
             layer = compositing.crop_source_hair(warped, warped_labels == HAIR)
