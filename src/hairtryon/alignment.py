@@ -114,13 +114,6 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, out_hw: Tuple[int, int],
     return cv2.warpPerspective(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=border)
 
 
-def warp_mask(mask: np.ndarray, matrix: np.ndarray, out_hw: Tuple[int, int]) -> np.ndarray:
-    """Warp a soft mask ((H, W) float32 in [0, 1]); outside the source it is 0."""
-    h, w = out_hw
-    return cv2.warpPerspective(mask.astype(np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
 def warp_labels(labels: np.ndarray, matrix: np.ndarray, out_hw: Tuple[int, int]) -> np.ndarray:
     """Warp (H, W) uint8 class ids, nearest neighbour; outside the source it is 0 (background)."""
     h, w = out_hw

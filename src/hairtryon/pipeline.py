@@ -172,12 +172,6 @@ def _feather(mask: np.ndarray, px: float) -> np.ndarray:
     return np.maximum(m, np.clip(cv2.GaussianBlur(m, (0, 0), px) * 2.0, 0, 1))
 
 
-def _mask_rgb(mask: np.ndarray, colour=(255, 255, 255)) -> np.ndarray:
-    out = np.zeros(mask.shape + (3,), np.uint8)
-    out[mask] = colour
-    return out
-
-
 class HairTryOn:
     """The try-on tool: models loaded once, photos analysed once, hairstyles tried many times.
 
