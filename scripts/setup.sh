@@ -12,6 +12,6 @@ VPY=.venv/bin/python
 $VPY -m pip install --quiet --upgrade pip
 # shellcheck disable=SC2086
 $VPY -m pip install --quiet ${HAIRTRYON_TORCH:-torch==2.13.0}
-$VPY -m pip install --quiet -e ".[test]"
+$VPY -m pip install --quiet -e ".[test,web,ray]"
 .venv/bin/hairtryon weights fetch bisenet
 echo "hairtryon is installed in .venv (activate with: source .venv/bin/activate)"
