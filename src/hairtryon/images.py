@@ -4,6 +4,7 @@ Every image inside hairtryon is a numpy array of shape (H, W, 3), dtype uint8, R
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Union
@@ -96,15 +97,32 @@ def load_image(image: ImageLike) -> np.ndarray:
 
 
 def save_image(image: np.ndarray, path: Union[str, os.PathLike]) -> Path:
-    """Write an (H, W, 3) or (H, W) uint8 array; the format follows the file extension (PNG, JPEG, ...).
+    """Write an (H, W, 3), (H, W, 4) or (H, W) uint8 array; the format follows the file extension
+    (PNG, JPEG, ...). Parent folders are created. JPEG is written at quality 95.
 
-    Parent folders are created. JPEG is written at quality 95."""
+    The write is atomic: the image goes to a temporary file in the same folder, which then
+    replaces ``path`` (``os.replace``), so an interrupted save leaves the old file intact or no
+    file, never a partial one."""
+    import tempfile
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pil = Image.fromarray(np.ascontiguousarray(image))
-    kwargs = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise HairTryOnError(f"cannot write {path}: unknown image format '{path.suffix}'.")
+    kwargs = {"quality": 95} if fmt == "JPEG" else {}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        pil.save(path, **kwargs)
-    except (KeyError, ValueError) as exc:
-        raise HairTryOnError(f"cannot write {path}: unknown image format '{path.suffix}' ({exc}).") from None
+        with os.fdopen(fd, "wb") as f:
+            pil.save(f, format=fmt, **kwargs)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, (KeyError, ValueError)):
+            raise HairTryOnError(f"cannot write {path} as {fmt}: {exc}.") from None
+        raise
     return path

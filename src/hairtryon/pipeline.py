@@ -128,7 +128,9 @@ class TryOnResult:
     ``masks``: work-frame arrays: ``hair_alpha`` (S, S) float32 the new hair's matte,
     ``source_hair`` (S, S) float32 the warped source hair's own matte (before it is grown into
     gaps beside the face), ``mapping_mask`` (S, S) uint8 labels, ``removed``/``artifacts`` (S, S) bool, ``paste_alpha`` (S, S) float32.
-    ``timings``: seconds per stage (and ``total``). ``meta``: alignment kind, fallbacks, frame.
+    ``timings``: seconds per stage (and ``total``). ``meta``: alignment kind, fallbacks, frame;
+    ``meta['warnings']``: the one-line messages a person should read (the CLI prints them, the
+    web page shows them).
     """
 
     image: np.ndarray
@@ -273,8 +275,10 @@ class HairTryOn:
                 "refine": "sdedit" if model is not None else ("none" if refine == "none" else "classic")}
         if mapping.alignment.reason:
             meta["alignment_fallback"] = mapping.alignment.reason
+        meta["warnings"] = []  # one-line messages for the person: the CLI prints them, the web page shows them
         if fallback:
             meta["refine_fallback"] = fallback
+            meta["warnings"].append(fallback)
             warnings.warn(fallback, RefineFallbackWarning, stacklevel=2)
         if model is not None:
             meta["sdedit"] = dict(model.info, sampler=options.sampler, noise_level=int(options.noise_level),
