@@ -218,13 +218,18 @@ class Landmarker:
         return out
 
     def __call__(self, image: np.ndarray, face_index: int = 0) -> Landmarks:
+        return self.find(image, face_index)[0]
+
+    def find(self, image: np.ndarray, face_index: int = 0):
+        """(the ``face_index``-th largest face's :class:`Landmarks`, every face found, largest
+        first). Raises :class:`NoFaceFound`."""
         faces = self.detect_all(image, thorough=face_index > 0)
         if not faces:
             raise NoFaceFound("no face was found in the image; use a photo where one face is clearly visible.")
         if not 0 <= face_index < len(faces):
             raise NoFaceFound(f"face {face_index} was asked for but only {len(faces)} face(s) were found "
                               f"(faces are numbered from 0, largest first).")
-        return faces[face_index]
+        return faces[face_index], faces
 
     def close(self) -> None:
         self._mesh.close()
@@ -248,3 +253,83 @@ def detect_landmarks(image: np.ndarray, face_index: int = 0) -> Landmarks:
     """The 4 points (and full mesh) of the ``face_index``-th largest face in ``image``
     ((H, W, 3) uint8 RGB). Raises :class:`NoFaceFound`."""
     return default_landmarker()(image, face_index)
+
+
+# ------------------------------------------------------------------ body: shoulders and hands
+@dataclass(frozen=True)
+class Body:
+    """What MediaPipe Pose and Hands see of a person, in photo pixels (x, y).
+
+    ``shoulders``: (2, 2) float32, the shoulder on the image's left then on its right, or None
+    when Pose found no person (or not both shoulders). ``hands``: list of (21, 2) float32 hand
+    landmark sets, one per hand found (empty when none)."""
+
+    shoulders: Optional[np.ndarray]
+    hands: tuple
+
+
+class BodyLandmarker:
+    """MediaPipe Pose (shoulders) and Hands in static-image mode, called on an image like a
+    MediaPipe solution: ``body_landmarker(image, box)`` -> :class:`Body`. ``box`` (x0, y0, x1,
+    y1) in pixels limits the search to a region around one person (the work frame); it is
+    processed at most ``max_side`` pixels wide. Thread-safe (calls are serialised)."""
+
+    def __init__(self, max_side: int = 640, min_confidence: float = 0.5, min_hand_score: float = 0.9):
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        import mediapipe as mp
+
+        with _quiet_native_stderr():
+            self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
+                                                min_detection_confidence=min_confidence)
+            self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=4,
+                                                   min_detection_confidence=min_confidence)
+        self.max_side = int(max_side)
+        self.min_hand_score = float(min_hand_score)
+        self._lock = threading.Lock()
+
+    def __call__(self, image: np.ndarray, box=None) -> Body:
+        import cv2
+
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = (0, 0, w, h) if box is None else (max(0, int(box[0])), max(0, int(box[1])),
+                                                           min(w, int(box[2])), min(h, int(box[3])))
+        crop = image[y0:y1, x0:x1]
+        f = min(1.0, self.max_side / max(crop.shape[:2]))
+        if f < 1.0:
+            crop = cv2.resize(crop, (max(1, int(crop.shape[1] * f)), max(1, int(crop.shape[0] * f))),
+                              interpolation=cv2.INTER_AREA)
+        ch, cw = crop.shape[:2]
+
+        def to_photo(lms) -> np.ndarray:
+            return np.array([(lm.x * cw / f + x0, lm.y * ch / f + y0) for lm in lms], np.float32)
+
+        with self._lock, _quiet_native_stderr():
+            pose = self._pose.process(np.ascontiguousarray(crop))
+            hands = self._hands.process(np.ascontiguousarray(crop))
+        shoulders = None
+        if pose.pose_landmarks is not None:
+            lms = pose.pose_landmarks.landmark
+            pair = [lms[11], lms[12]]  # the person's left and right shoulder
+            if all(p.visibility > 0.3 for p in pair) or all(0 <= p.x <= 1 and 0 <= p.y <= 1.3 for p in pair):
+                pts = to_photo(pair)
+                shoulders = pts[np.argsort(pts[:, 0])]
+        found = tuple(to_photo(hand.landmark) for hand, side in
+                      zip(hands.multi_hand_landmarks or [], hands.multi_handedness or [])
+                      if side.classification[0].score >= self.min_hand_score)
+        return Body(shoulders, found)
+
+    def close(self) -> None:
+        self._pose.close()
+        self._hands.close()
+
+
+_BODY: Optional[BodyLandmarker] = None
+
+
+def default_body_landmarker() -> BodyLandmarker:
+    """A process-wide BodyLandmarker, created on first use."""
+    global _BODY
+    with _DEFAULT_LOCK:
+        if _BODY is None:
+            _BODY = BodyLandmarker()
+        return _BODY

@@ -24,14 +24,15 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import alignment, compositing, inpainting, refinement
+from . import alignment, checks, compositing, inpainting, mapping, rebuild, refinement
 from .errors import HairTryOnError
 from .framing import Frame, disk
 from .images import ImageLike, load_image
 from .landmarks import Landmarker, Landmarks, default_landmarker
-from .segmentation import FACE, HAIR, PALETTE, SemanticMap, Segmenter, get_segmenter, labels_from_probs, segment_frame
+from .segmentation import FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
 
 WORK_FRAME_SCALE = 1.3  # work frame = FFHQ-like head framing widened 1.3x: room for long hair
+WIDE_FRAME_SCALE = 2.0  # ... and 2x where the hair runs off that frame inside the photo
 MAX_WORK_SIZE = 1536  # frames larger than this are worked at this size and upsampled on paste-back
 REFINE_MODES = ("auto", "sdedit", "classic", "none")
 
@@ -72,6 +73,7 @@ class FaceAnalysis:
     ``image``: (H, W, 3) uint8 the whole photo. ``landmarks``: in photo coordinates.
     ``frame``: the work frame. ``crop``: (S, S, 3) uint8 the frame's pixels.
     ``semantic``: :class:`SemanticMap` of the crop, (S, S) labels and (5, S, S) probabilities.
+    ``others``: the other faces found in the photo (photo coordinates).
     """
 
     image: np.ndarray
@@ -79,11 +81,19 @@ class FaceAnalysis:
     frame: Frame
     crop: np.ndarray
     semantic: SemanticMap
+    others: list = field(default_factory=list)
 
     @property
     def points(self) -> np.ndarray:
         """(4, 2) the method's 4 points in frame coordinates."""
         return self.frame.to_frame_points(self.landmarks.points)
+
+    @cached_property
+    def unit(self) -> float:
+        """The side, in work-frame pixels, of the face's nominal work frame (FFHQ framing widened
+        ``WORK_FRAME_SCALE`` times): what every width in the method is relative to, whichever
+        frame the photo is worked in."""
+        return float(self.frame.scale * self.landmarks.head_frame(1, WORK_FRAME_SCALE).side)
 
     @cached_property
     def inside(self) -> np.ndarray:
@@ -209,13 +219,20 @@ class HairTryOn:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        lm = self.landmarker(image, face_index)
+        lm, faces = self.landmarker.find(image, face_index)
         frame = lm.head_frame(self.work_size, WORK_FRAME_SCALE)
         frame = frame.with_size(min(frame.side, self.work_size))
+        probs, parts = segment_frame(image, frame, self.segmenter, parts=True)
+        inside = frame.extract(np.ones(image.shape[:2], np.uint8), cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0) > 0
+        if hair_runs_off(labels_from_probs(probs), inside):  # long hair: a wider frame holds all of it
+            wide = lm.head_frame(self.work_size, WIDE_FRAME_SCALE)
+            wide = wide.with_size(min(wide.side, self.work_size))
+            probs, parts = segment_wide(image, frame, wide, self.segmenter, probs, parts)
+            frame = wide
         crop = frame.extract(image)
-        probs = segment_frame(image, frame, self.segmenter)
         analysis = FaceAnalysis(image, lm, frame, crop, SemanticMap(labels_from_probs(probs), probs,
-                                                                    {"segmenter": self.segmenter.name}))
+                                                                    {"segmenter": self.segmenter.name}, parts),
+                                [f for f in faces if f is not lm])
         with self._lock:
             self._cache[key] = analysis
             while len(self._cache) > self._cache_size:
@@ -241,13 +258,15 @@ class HairTryOn:
         return model, why
 
     def __call__(self, target: ImageLike, source: ImageLike, refine: str = "auto", target_face: int = 0,
-                 source_face: int = 0, progress: bool = False, **sdedit_options) -> TryOnResult:
+                 source_face: int = 0, progress: bool = False, force: bool = False, **sdedit_options) -> TryOnResult:
         """Put the hairstyle of ``source`` on the person in ``target`` (paths, PIL images or
         (H, W, 3) uint8 arrays).
 
         ``refine``: 'auto' (default: SDEdit when the diffusion model can be had, else the classic
         result with a :class:`RefineFallbackWarning`), 'sdedit' (fails without the model),
         'classic' (fast-marching fill of the artifacts, paper 3.3.1) or 'none' (stop before it).
+        A pair the method cannot do well (:mod:`hairtryon.checks`) raises
+        :class:`checks.CannotDoWell`, or with ``force`` gives the result with warnings.
         ``sdedit_options``: the fields of :class:`SDEditOptions`.
         """
         if refine not in REFINE_MODES:
@@ -259,8 +278,8 @@ class HairTryOn:
                    leave=False, disable=not progress)
         clock = _Clock(bar)
         try:
-            tgt, src, mapping, final, artifacts, parsed, paste_alpha = self._classic(
-                target, source, refine != "none", target_face, source_face, clock)
+            tgt, src, mapping, final, artifacts, parsed, paste_alpha, found = self._classic(
+                target, source, refine != "none", target_face, source_face, clock, force)
             classic, edit = final, None
             if model is not None:
                 with clock("sdedit"):
@@ -275,7 +294,10 @@ class HairTryOn:
                 "refine": "sdedit" if model is not None else ("none" if refine == "none" else "classic")}
         if mapping.alignment.reason:
             meta["alignment_fallback"] = mapping.alignment.reason
-        meta["warnings"] = []  # one-line messages for the person: the CLI prints them, the web page shows them
+        # one-line messages for the person: the CLI prints them, the web page shows them
+        meta["warnings"] = list(found.warnings)
+        meta["concerns"] = [dict(code=c.code, photo=c.photo, message=c.message, declined=c.decline, value=c.value)
+                            for c in found.concerns]
         if fallback:
             meta["refine_fallback"] = fallback
             meta["warnings"].append(fallback)
@@ -292,12 +314,18 @@ class HairTryOn:
         return TryOnResult(image, masks, dict(clock.timings, total=time.perf_counter() - t_start), meta, tgt, src,
                            lambda: _stage_pictures(tgt, src, mapping, parsed, artifacts, classic, image, edit))
 
-    def _classic(self, target, source, fast_marching: bool, target_face: int, source_face: int, clock: "_Clock"):
-        """Analysis, mapping and (optionally) fast marching: everything before SDEdit."""
+    def _classic(self, target, source, fast_marching: bool, target_face: int, source_face: int, clock: "_Clock",
+                 force: bool = False):
+        """Analysis, checks, mapping and (optionally) fast marching: everything before SDEdit."""
         with clock("analysis"):
             tgt = self.analyze(target, target_face)
             src = self.analyze(source, source_face)
+        with clock("checks"):
+            found = self.check_photos(tgt, src)
+            found.raise_if_declined(force)
         mapping = self.map_hair(tgt, src, clock)
+        found.concerns += self.check_pair(tgt, src, mapping)
+        found.raise_if_declined(force)
         final, artifacts, parsed = mapping.composite, np.zeros_like(mapping.removed), None
         if fast_marching:
             final, artifacts, parsed = self.fast_marching(tgt, mapping, clock)
@@ -305,7 +333,7 @@ class HairTryOn:
         # the fills blend into their surroundings, but never into the target's face
         feather = np.where(tgt.semantic.labels == FACE, changed, _feather(changed, max(1.0, tgt.frame.size / 512)))
         paste_alpha = np.maximum(mapping.layer.alpha, feather)
-        return tgt, src, mapping, final, artifacts, parsed, paste_alpha
+        return tgt, src, mapping, final, artifacts, parsed, paste_alpha, found
 
     def sweep(self, target: ImageLike, source: ImageLike, levels, target_face: int = 0, source_face: int = 0,
               progress: bool = False, **sdedit_options):
@@ -318,8 +346,8 @@ class HairTryOn:
         for level in levels:
             SDEditOptions(noise_level=level, **sdedit_options)  # validate all before any work
         model, _ = self.diffusion("sdedit")
-        tgt, src, mapping, final, _, _, paste_alpha = self._classic(target, source, True, target_face,
-                                                                    source_face, _Clock(None))
+        tgt, src, mapping, final, _, _, paste_alpha, _ = self._classic(target, source, True, target_face,
+                                                                       source_face, _Clock(None))
         tiles = [("input", tgt.crop), ("composite", final)]
         results = []
         for level in levels:
@@ -360,6 +388,62 @@ class HairTryOn:
         region[rows, cols] = ~keep_crop[brows, bcols]
         return SDEditOutcome(out, keep, region, refined, crop)
 
+    def check_photos(self, tgt: FaceAnalysis, src: FaceAnalysis) -> "checks.Checks":
+        """What each photo says about how well the method can do (:mod:`hairtryon.checks`)."""
+        found = checks.Checks()
+        for role, a in (("target", tgt), ("source", src)):
+            frame = a.frame
+            mesh = frame.to_frame_points(a.landmarks.mesh)
+            hands = [frame.to_frame_points(h) for h in self._hands(a)] if role == "source" else []
+            others = [frame.to_frame_points(o.mesh) for o in a.others] if role == "source" else []
+            found.concerns += checks.photo_checks(role, a.semantic.prob(HAIR), a.semantic.parts.get("hat"), mesh,
+                                                  a.inside, hands, others, float(np.ptp(mesh[:, 0])))
+        return found
+
+    def check_pair(self, tgt: FaceAnalysis, src: FaceAnalysis, mapping: "Mapping") -> list:
+        """What the mapping says: heads turned apart, the target's hands or other people where the
+        try-on changes pixels, and a neck and shoulders to invent."""
+        f = tgt.frame
+        mesh = f.to_frame_points(tgt.landmarks.mesh)
+        face_width = float(np.ptp(mesh[:, 0]))
+        changed = (mapping.layer.alpha > 0.1) | mapping.removed
+        hands = [f.to_frame_points(h) for h in self._hands(tgt)]
+        others = [f.to_frame_points(o.mesh) for o in tgt.others]
+        found = checks.pair_checks(checks.yaw_degrees(tgt.landmarks.mesh), checks.yaw_degrees(src.landmarks.mesh),
+                                   changed & tgt.inside, hands, others, face_width)
+        regions = self.regions(tgt)
+        invented = mapping.removed & regions.body & ~regions.neck & (mapping.layer.alpha < 0.5) & tgt.inside
+        parts = tgt.semantic.parts
+        cloth = (parts["cloth"] > parts["neck_skin"]) if "cloth" in parts else (tgt.semantic.labels == NECK)
+        visible = cloth & (tgt.semantic.labels == NECK) & ~mapping.removed & tgt.inside
+        face_area = float(((tgt.semantic.labels == FACE) | regions.face).sum())
+        return found + checks.body_check(invented, visible, face_area)
+
+    def _hands(self, analysis: FaceAnalysis) -> list:
+        box = analysis.landmarks.face_box
+        return checks.plausible_hands(self.body(analysis).hands, float(box[3] - box[1]))
+
+    def body(self, analysis: FaceAnalysis):
+        """Shoulders and hands of a photo's person (:class:`landmarks.Body`), found once."""
+        if "body" not in analysis.__dict__:
+            from .landmarks import default_body_landmarker
+
+            f = analysis.frame
+            analysis.__dict__["body"] = default_body_landmarker()(analysis.image, (f.x0, f.y0, f.x0 + f.side, f.y0 + f.side))
+        return analysis.__dict__["body"]
+
+    def regions(self, tgt: FaceAnalysis) -> "mapping.TargetRegions":
+        """The target's old hair, face outline and body outline in its frame, found once."""
+        if "regions" not in tgt.__dict__:
+            from .landmarks import _FACE_OVAL
+
+            body = self.body(tgt)
+            shoulders = None if body.shoulders is None else tgt.frame.to_frame_points(body.shoulders)
+            tgt.__dict__["regions"] = mapping.target_regions(
+                tgt.crop, tgt.semantic.labels, tgt.semantic.prob(HAIR), tgt.frame.to_frame_points(tgt.landmarks.mesh),
+                _FACE_OVAL, shoulders, tgt.inside, tgt.unit)
+        return tgt.__dict__["regions"]
+
     def map_hair(self, tgt: FaceAnalysis, src: FaceAnalysis, clock: Optional[_Clock] = None) -> "Mapping":
         """Face and hair mapping (paper 3.2): transform, cropping, replacing, in the target's frame."""
         clock = clock or _Clock(None)
@@ -382,31 +466,36 @@ class HairTryOn:
             layer = compositing.crop_source_hair(warped, warped_labels == HAIR)
             layer.alpha *= fade
             source_hair = layer.alpha.copy()
-            removed = compositing.remove_hair(tgt.crop, tgt.semantic.labels, tgt.semantic.prob(HAIR),
-                                              closing_px=max(2, s // 100), margin_px=max(2, s // 120),
-                                              face_margin_px=max(1, s // 300))
+            regions = self.regions(tgt)
+            removed = regions.removed
             # skin under the new hairstyle: the target's face, and the source's forehead up to its
-            # hairline where the old hair covered it; thin slivers by the new hair are skin too
-            face = tgt.face_region() | ((warped_labels == FACE) & tgt.forehead_column())
-            face = cv2.dilate(face.astype(np.uint8), disk(s / 100)).astype(bool)
-            chin_y = tgt.points[3, 1]
-            gaps = compositing.side_gaps(layer.mask, face, removed, width=s // 8, below=chin_y)
-            layer = compositing.extend_hair(layer, gaps)
-            intended = compositing.mapping_mask(tgt.semantic.labels, removed, layer.mask, face)
+            # hairline where the old hair covered it
+            face = regions.face | ((warped_labels == FACE) & tgt.forehead_column() & removed)
+            mouth_y = tgt.frame.to_frame_points(tgt.landmarks.mouth[None])[0, 1]
+            u = tgt.unit
+            gaps = mapping.side_gaps(layer.mask, face, removed, width=int(u / 8), below=mouth_y) & inside
+            fg, alpha = rebuild.grow_hair(layer.foreground, layer.alpha, gaps, unit=u)
+            layer = compositing.HairLayer(alpha, fg)
+            under = mapping.under_hair(tgt.semantic.labels, removed, face, regions.body & ~face)
+            intended = mapping.mapping_mask(under, layer.mask)
 
         with clock("replacing"):  # 3.2.4, with the old hair's place rebuilt from the target itself
-            hairless = inpainting.fill(tgt.crop, removed, intended, known=~removed & inside, method="smooth")
-            # a forehead uncovered by the new hairline takes the source's own forehead skin, its
-            # colours matched to the target's skin around it, from above both faces' eyebrows only
-            # (the source's brows or glasses must not come along)
-            brows = np.vstack([f.to_frame_points(tgt.landmarks.eyebrows),
-                               alignment.Alignment(f.matrix() @ align.matrix, align.kind).apply(src.landmarks.eyebrows)])
-            donor, usable = inpainting.mirror_below(
-                warped, inpainting.skin_pixels(warped, warped_labels, strictness=1.0, edge=1 / 80),
-                int(max(1, brows[:, 1].min() - s / 50)))
-            hairless = inpainting.clone_skin(hairless, donor, removed & (intended == FACE) & usable & inside)
+            hidden = cv2.erode((layer.alpha > 0.99).astype(np.uint8), disk(max(2, u / 200))).astype(bool)
+            hairless = self._rebuild(tgt, tgt.crop, removed & ~hidden & inside, under)
             composite = compositing.replace_hair(hairless, layer)
-        return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, intended, hairless, composite)
+        return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, under, intended, hairless,
+                       composite)
+
+    def _rebuild(self, tgt: FaceAnalysis, image: np.ndarray, hole: np.ndarray, under: np.ndarray) -> np.ndarray:
+        """:func:`rebuild.rebuild` of ``hole`` in the target's frame, from its own pixels."""
+        s = tgt.frame.size
+        regions = self.regions(tgt)
+        features = mapping.features_mask(tgt.frame.to_frame_points(tgt.landmarks.mesh), s, grow=max(2, tgt.unit / 100))
+        parts = tgt.semantic.parts
+        cloth = (parts["cloth"] > parts["neck_skin"]) if "cloth" in parts else None
+        known = ~regions.removed & tgt.inside
+        return rebuild.rebuild(image, hole, under, known, features, regions.neck, cloth, regions.mirror,
+                               unit=tgt.unit).image
 
     def fast_marching(self, tgt: FaceAnalysis, mapping: "Mapping", clock: Optional[_Clock] = None):
         """Paper 3.3.1: parse the mapping image again; where it disagrees with the mapping mask
@@ -417,10 +506,16 @@ class HairTryOn:
         with clock("reparse"):
             parsed = self.parse_crop(mapping.composite)
         with clock("fast_marching"):
-            artifacts = inpainting.find_artifacts(parsed.labels, mapping.intended, min_width=max(3, s // 100))
+            u = tgt.unit
+            artifacts = inpainting.find_artifacts(parsed.labels, mapping.intended, min_width=max(3, int(u / 100)))
             artifacts &= tgt.inside & (tgt.semantic.labels != FACE)  # the target's face stays its own
-            final = inpainting.fast_marching(mapping.composite, artifacts, mapping.intended,
-                                             known=~artifacts & tgt.inside)
+            known = ~artifacts & tgt.inside
+
+            def rebuild_large(image, hole):
+                return self._rebuild(tgt, image, hole, mapping.under)
+
+            final = inpainting.fast_marching(mapping.composite, artifacts, mapping.intended, known=known,
+                                             large=(u / 25) ** 2, rebuild_large=rebuild_large)
         return final, artifacts, parsed
 
 
@@ -447,7 +542,8 @@ class Mapping:
     frame. ``warped``/``warped_labels``: the source and its labels on the target's head.
     ``layer``: the new hair (matte and colours); ``source_hair``: the warped source hair's own
     matte (float32) before the layer was grown into gaps beside the face. ``removed``: where the
-    target's old hair was. ``intended``: the mapping mask. ``hairless``: the target with the old
+    target's old hair was. ``under``: what lies under the old hair (labels without the new hair).
+    ``intended``: the mapping mask. ``hairless``: the target with the old
     hair's place rebuilt. ``composite``: the mapping image, the new hair over ``hairless``.
     """
 
@@ -458,6 +554,7 @@ class Mapping:
     layer: compositing.HairLayer
     source_hair: np.ndarray
     removed: np.ndarray
+    under: np.ndarray
     intended: np.ndarray
     hairless: np.ndarray
     composite: np.ndarray
