@@ -205,9 +205,7 @@ def _png(server, output) -> np.ndarray:
     """The result's full-resolution PNG, fetched over HTTP like a browser's download."""
     import httpx
 
-    download = output[2]
-    value = download["value"] if "value" in download else download
-    r = httpx.get(value["url"], timeout=60)
+    r = httpx.get(output[2]["url"], timeout=60)
     r.raise_for_status()
     pil = Image.open(io.BytesIO(r.content))
     assert pil.format == "PNG"
@@ -311,6 +309,22 @@ def test_api_messages(server, photos):
     _check_result(server, out, small[0])
 
 
+def test_binds_loopback_only(server):
+    """By default the server listens on 127.0.0.1 and on no other address."""
+    port = int(server.url.rsplit(":", 1)[1].strip("/"))
+    listening = []
+    for table in ("tcp", "tcp6"):
+        path = Path(f"/proc/{server.proc.pid}/net/{table}")
+        if not path.exists():
+            pytest.skip("no /proc/<pid>/net to read listening sockets from")
+        for line in path.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hexport = local.rsplit(":", 1)
+            if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                listening.append(address)
+    assert listening == ["0100007F"], listening  # 127.0.0.1, little-endian hex
+
+
 def test_upload_names_are_not_paths(server):
     """An upload named like a path lands inside the server's temporary folder, nowhere else."""
     import httpx
@@ -375,7 +389,7 @@ def test_browser_tryon(server, browser, loho_dir):
         new MutationObserver(() => { for (const m of document.body.innerText.matchAll(/hairtryon - ([0-9.]+)%/g))
             window.__progress.add(m[1]); }).observe(document.body, {subtree: true, childList: true, characterData: true}); }""")
     page.click("#run")
-    page.locator("#download").wait_for(state="visible", timeout=300_000)
+    page.get_by_text("Done:").wait_for(timeout=300_000)
     progress = sorted(float(v) for v in page.evaluate("[...window.__progress]"))
     assert len(progress) >= 2 and progress[-1] > progress[0], f"the progress bar did not move: {progress}"
 
@@ -405,6 +419,8 @@ def test_browser_no_face(server, browser, loho_dir, tmp_path):
     toast = page.get_by_text("Your photo: no face was found").first
     toast.wait_for(timeout=120_000)
     page.get_by_text("Not done: the message at the top of the page says why.").wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)  # the message stays until closed (toasts fade in)
+    assert toast.is_visible()
     text = page.locator("body").inner_text()
     assert "Traceback" not in text and "File \"" not in text
     shot = _artifacts() / "no_face.png"

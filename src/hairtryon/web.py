@@ -262,11 +262,14 @@ class TryOnService:
 
     def run(self, photos: Mapping[str, Optional[np.ndarray]], values: Mapping[str, Any],
             progress: Optional[Callable[[float, str], None]] = None) -> WebResult:
+        t0 = time.perf_counter()
         progress = progress or (lambda fraction, text: None)
         options = self.options(values)
         for p in PHOTOS:
             if p.required and photos.get(p.name) is None:
                 raise HairTryOnError(f"Add {p.what} first.")
+        if options["refine"] == "sdedit":
+            self.tool.diffusion("sdedit")  # no model, no work: its message now (loaded once, then cached)
         # each photo analysed here first (cached by the tool) so that a message can say which photo
         faced = [p for p in PHOTOS if p.face and photos.get(p.name) is not None]
         for i, p in enumerate(faced):
@@ -286,18 +289,18 @@ class TryOnService:
                   enumerate(result.stages.items(), 1)]
         h, w = image.shape[:2]
         return WebResult(_shrink(photos["target"], DISPLAY_MAX_SIDE), _shrink(image, DISPLAY_MAX_SIDE), stages,
-                         png, self.notes(result, options), (w, h), result.meta)
+                         png, self.notes(result, time.perf_counter() - t0), (w, h), result.meta)
 
     @staticmethod
-    def notes(result, options: Mapping[str, Any]) -> List[str]:
+    def notes(result, took: float) -> List[str]:
         """One-line messages for the person: what ran, SDEdit's fallback, every warning."""
         meta = result.meta
         h, w = result.image.shape[:2]
-        took = result.timings.get("total", 0.0)
         if meta.get("refine") == "sdedit":
             sd = meta.get("sdedit", {})
+            seed = "a random seed" if sd.get("seed") is None else f"seed {sd['seed']}"
             mode = (f"refined with SDEdit ({sd.get('sampler', 'ddim').upper()}, t0 = {sd.get('noise_level')}, "
-                    f"{sd.get('steps')} steps, seed {sd.get('seed')})")
+                    f"{sd.get('steps')} steps, {seed})")
         else:
             mode = "classic result (fast-marching fill, no SDEdit)"
         lines = [f"Done: {w}x{h} in {took:.1f} s, {mode}."]
@@ -371,14 +374,14 @@ def build_app(service: TryOnService, examples: Optional[Sequence[Sequence[str]]]
                                          interactive=False, buttons=["fullscreen"], elem_id="result")
             with gr.Column(scale=2):
                 notes = gr.Markdown("Choose two photos and press Run.", elem_id="notes")
-                download = gr.DownloadButton("Download the result (PNG, full resolution)", visible=False,
+                download = gr.DownloadButton("Download the result (PNG, full resolution)",
                                              elem_id="download")
         stages = gr.Gallery(label="Stages of the method", columns=5, height="auto", format="webp",
                             interactive=False, elem_id="stages")
         outputs = [compare, stages, download, notes]
 
         def clear():
-            return None, None, gr.DownloadButton(visible=False), "Working..."
+            return None, None, None, "Working..."
 
         names = [p.name for p in PHOTOS] + [c.name for c in CONTROLS]
 
@@ -398,7 +401,7 @@ def build_app(service: TryOnService, examples: Optional[Sequence[Sequence[str]]]
             finally:
                 release_memory()
             return ((res.before, res.after), res.stages,
-                    gr.DownloadButton(value=str(res.png), visible=True), _markdown(res.notes))
+                    str(res.png), _markdown(res.notes))
 
         # the inputs by name (the API's parameter names), then gradio's progress tracker: it
         # follows the pipeline's tqdm bars (its stages, SDEdit's steps)
@@ -440,6 +443,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, refine: str = "auto", segme
     """Load the models, start the page on ``host``:``port`` and serve until interrupted
     (Ctrl+C or SIGTERM). Everything written (uploads, results, examples) stays in one
     temporary folder, removed on the way out."""
+    _check_port(host, port)  # before the models load: a busy port is said at once
     if host not in LOOPBACK:
         print(f"hairtryon: warning: serving on {host}: anyone who can reach this machine on port {port} can "
               "use the app and upload photos to it (the default 127.0.0.1 keeps it to this computer).",
@@ -480,6 +484,25 @@ def serve(host: str = "127.0.0.1", port: int = 7860, refine: str = "auto", segme
         signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    if not 0 < int(port) < 65536:
+        raise HairTryOnError(f"--port must be from 1 to 65535, got {port}.")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise HairTryOnError(f"cannot serve on {host}: {exc.strerror or exc}.") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as exc:
+            raise HairTryOnError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); choose another port "
+                                 "with --port.") from None
 
 
 def _libc():
