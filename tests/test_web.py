@@ -379,7 +379,7 @@ def _upload(page, target: Path, source: Path) -> None:
     page.locator("#photo-source img").wait_for(timeout=30_000)
 
 
-def test_browser_tryon(server, browser, loho_dir):
+def test_browser_tryon(browser, server, loho_dir):
     """Upload two real portraits, press Run, watch the progress move, get the result at the
     target's size, with its stages, and download the full-resolution PNG."""
     target, source = loho_dir / "images" / PORTRAITS[0], loho_dir / "images" / PORTRAITS[1]
@@ -410,7 +410,7 @@ def test_browser_tryon(server, browser, loho_dir):
     page.close()
 
 
-def test_browser_no_face(server, browser, loho_dir, tmp_path):
+def test_browser_no_face(browser, server, loho_dir, tmp_path):
     """A photo without a face: the page says so in a sentence, no stack trace, and the server
     keeps serving."""
     page = _open(browser, server)
@@ -428,3 +428,16 @@ def test_browser_no_face(server, browser, loho_dir, tmp_path):
     print(f"\nscreenshot: {shot}")
     page.close()
     assert server.alive()
+
+
+def test_browser_example_pair(browser, server):
+    """The example pairs work offline: a click fills both photos (Eileen Collins with Grace
+    Hopper's hair), Run gives the result at the astronaut photo's 512x512."""
+    page = _open(browser, server)
+    page.locator("#examples tbody tr").first.click()
+    page.locator("#photo-target img").wait_for(timeout=30_000)
+    page.locator("#photo-source img").wait_for(timeout=30_000)
+    page.click("#run")
+    page.get_by_text("Done: 512x512").wait_for(timeout=300_000)
+    assert page.locator("#stages img").count() >= 10
+    page.close()

@@ -331,7 +331,7 @@ def _control_component(gr, c: Control):
 
 
 def _markdown(lines: Sequence[str]) -> str:
-    return "\n".join(f"- {html.escape(line)}" for line in lines)
+    return "\n".join(f"- {html.escape(line, quote=False)}" for line in lines)
 
 
 def build_app(service: TryOnService, examples: Optional[Sequence[Sequence[str]]] = None,
@@ -367,7 +367,8 @@ def build_app(service: TryOnService, examples: Optional[Sequence[Sequence[str]]]
         run = gr.Button("Run", variant="primary", elem_id="run")
         if examples:
             gr.Examples(examples=[list(row) for row in examples], inputs=photo_inputs[:len(examples[0])],
-                        label="Example pairs (public-domain portraits)", cache_examples=False)
+                        label="Example pairs (public-domain portraits)", cache_examples=False,
+                        elem_id="examples")
         with gr.Row():
             with gr.Column(scale=3):
                 compare = gr.ImageSlider(label="Before / after (drag the line)", type="numpy", format="webp",
@@ -393,7 +394,7 @@ def build_app(service: TryOnService, examples: Optional[Sequence[Sequence[str]]]
                 photos = {p.name: _payload_photo(named[p.name], p.what, upload_dir) for p in PHOTOS}
                 res = service.run(photos, named, lambda f, text: progress(f, desc=text))
             except HairTryOnError as exc:
-                raise gr.Error(html.escape(str(exc)), duration=None, print_exception=False) from None
+                raise gr.Error(html.escape(str(exc), quote=False), duration=None, print_exception=False) from None
             except Exception:  # a bug, not the person's doing: the log has it, the page a sentence
                 log.error("try-on failed:\n%s", traceback.format_exc())
                 raise gr.Error("Something went wrong inside hairtryon (the server's log has the details); "
@@ -438,11 +439,11 @@ def example_rows(workdir: Path) -> List[List[str]]:
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, refine: str = "auto", segmenter: str = "bisenet",
-          diffusion_model: Optional[str] = None, device: str = "auto", precision: str = "auto",
-          ready: Optional[Callable[[str], None]] = None) -> int:
+          diffusion_model: Optional[str] = None, device: str = "auto", precision: str = "auto") -> int:
     """Load the models, start the page on ``host``:``port`` and serve until interrupted
-    (Ctrl+C or SIGTERM). Everything written (uploads, results, examples) stays in one
-    temporary folder, removed on the way out."""
+    (Ctrl+C or SIGTERM). ``refine``: the page's starting mode; unless it is 'classic', SDEdit's
+    diffusion model loads now too (else on the first request that asks for it). Everything
+    written (uploads, results, examples) stays in one temporary folder, removed on the way out."""
     _check_port(host, port)  # before the models load: a busy port is said at once
     if host not in LOOPBACK:
         print(f"hairtryon: warning: serving on {host}: anyone who can reach this machine on port {port} can "
@@ -474,8 +475,6 @@ def serve(host: str = "127.0.0.1", port: int = 7860, refine: str = "auto", segme
         url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
         print(f"hairtryon: serving on {url} (models loaded in {time.perf_counter() - t0:.1f} s; Ctrl+C stops)",
               flush=True)
-        if ready:
-            ready(url)
         try:
             app.block_thread()
         finally:
