@@ -134,6 +134,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .web import serve
+
+    return serve(host=args.host, port=args.port, refine=args.refine, segmenter=args.segmenter,
+                 diffusion_model=args.diffusion_model, device=args.device, precision=args.precision)
+
+
 def cmd_label(args) -> int:
     from .training import label_folder
 
@@ -266,6 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", default="demo", help="folder for the results (default: demo/)")
     sp.add_argument("--segmenter", default="bisenet", help="bisenet (default) or unet:PATH")
     sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("serve", help="the web app: try a hairstyle in the browser")
+    sp.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0: every network, "
+                         "with a warning)")
+    sp.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    sp.add_argument("--refine", default="auto", choices=["auto", "sdedit", "classic"],
+                    help="the page's starting refine mode (default auto)")
+    sp.add_argument("--segmenter", default="bisenet", help="bisenet (default) or unet:PATH")
+    sp.add_argument("--diffusion-model", metavar="ID_OR_DIR",
+                    help="SDEdit's model: Hugging Face Hub id or local diffusers folder")
+    sp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    sp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("weights", help="list, fetch or verify model weights")
     sp.add_argument("action", choices=["list", "fetch", "verify"])
