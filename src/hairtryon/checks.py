@@ -11,7 +11,7 @@ its metadata (``meta['concerns']``). ``force=True`` turns declines into warnings
 | headwear | parser's ``hat`` part over hair+hat | source: hat >= 15% | hat >= 40% (source or target) |
 | head turned | yaw from Face Mesh (:func:`yaw_degrees`) | > 25° | > 40° |
 | heads turned apart | target yaw - source yaw | > 30° | > 45° |
-| hair cut off by the photo | source hair along the photo's edges | one side | two or more sides |
+| hair cut off by the photo | source hair along the photo's edges, where it lands inside the target photo | one side | two or more sides |
 | hands | MediaPipe Hands | | a hand touches the source's hair, or what the try-on changes in the target |
 | other people | other faces found in the photo | | another head touches the source's hair, or what the try-on changes in the target |
 | body to invent | target's neck and shoulders hidden under old hair and left bare | large | large, with no clothes visible to copy |
@@ -109,28 +109,74 @@ def hat_share(hair_prob: np.ndarray, hat_prob: np.ndarray) -> float:
     return float((hat_prob[hair] > 0.5).mean())
 
 
-def cut_sides(hair: np.ndarray, inside: np.ndarray, min_length: float) -> List[str]:
-    """The photo edges that cut the hair off: the sides ('top', 'bottom', 'left', 'right') of
-    the photo's boundary inside the frame (where ``inside`` (S, S) bool ends) along which the
-    hair mask ((S, S) bool) runs for at least ``min_length`` pixels."""
-    sides = []
+def cut_lines(hair: np.ndarray, inside: np.ndarray, width: int = 3) -> dict:
+    """Where the photo's edges cut the hair off: for each side ('top', 'bottom', 'left', 'right')
+    of the photo's boundary inside the frame (where ``inside`` (S, S) bool ends), the hair pixels
+    ((S, S) bool) within ``width`` pixels of it, as (S, S) bool masks (only the sides that do)."""
+    out = {}
     ys, xs = np.nonzero(inside)
     if not len(ys):
-        return sides
+        return out
     y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
     s = inside.shape[0]
-    edges = {"top": (y0 > 0, hair[y0, x0:x1 + 1]), "bottom": (y1 < s - 1, hair[y1, x0:x1 + 1]),
-             "left": (x0 > 0, hair[y0:y1 + 1, x0]), "right": (x1 < s - 1, hair[y0:y1 + 1, x1])}
-    for name, (is_photo_edge, line) in edges.items():
-        if is_photo_edge and line.sum() >= min_length:
-            sides.append(name)
-    return sides
+    sides = {"top": (y0 > 0, np.s_[y0:y0 + width, :]), "bottom": (y1 < s - 1, np.s_[y1 - width + 1:y1 + 1, :]),
+             "left": (x0 > 0, np.s_[:, x0:x0 + width]), "right": (x1 < s - 1, np.s_[:, x1 - width + 1:x1 + 1])}
+    for name, (is_edge, sl) in sides.items():
+        line = np.zeros_like(hair)
+        line[sl] = hair[sl] & inside[sl]
+        if is_edge and line.any():
+            out[name] = line
+    return out
 
 
-def plausible_hands(hands: Sequence[np.ndarray], face_height: float, min_size: float = 0.45) -> List[np.ndarray]:
-    """The hands (each (21, 2) points) at least ``min_size`` of ``face_height`` long: a hand
-    is about as long as a face; much smaller 'hands' are the hand detector seeing an ear."""
-    return [h for h in hands if np.ptp(h, axis=0).max() >= min_size * face_height]
+def cut_off_check(visible: dict, face_width: float) -> List[Concern]:
+    """A concern where the source photo's edges cut its hair off where it shows on the target:
+    ``visible`` maps each side to the length (target-frame pixels) of its cut line that lands
+    inside the target photo. Two or more sides with a cut longer than a quarter of the face's
+    width decline (the hair would end in straight lines); one side warns (it is continued)."""
+    sides = [k for k, v in visible.items() if v >= 0.25 * face_width]
+    if len(sides) >= 2:
+        return [Concern("cut_off", "source", f"In the source photo, the hairstyle is cut off by the photo's "
+                                             f"{' and '.join(sides)} edges, and on this target it would end there.",
+                        True, len(sides))]
+    if sides:
+        return [Concern("cut_off", "source", f"In the source photo, the hairstyle is cut off by the photo's "
+                                             f"{sides[0]} edge; it was continued there.", False, 1)]
+    return []
+
+
+def plausible_hands(hands: Sequence[np.ndarray], face_height: float, image: Optional[np.ndarray] = None,
+                    skin_lab: Optional[np.ndarray] = None, min_size: float = 0.45,
+                    max_delta_e: float = 30.0) -> List[np.ndarray]:
+    """The hands (each (21, 2) points, in ``image`` pixels) that look like hands: at least
+    ``min_size`` of ``face_height`` long (a hand is about as long as a face; much smaller 'hands'
+    are the detector seeing an ear), and, given the photo (``image`` (H, W, 3) uint8) and the
+    face's skin colour (``skin_lab``, CIELAB (3,)), with skin inside them (median colour within
+    ``max_delta_e`` of it; the detector also sees hands in hair), spanning an area, not a line."""
+    out = []
+    for h in hands:
+        length = float(np.ptp(h, axis=0).max())
+        if length < min_size * face_height:
+            continue
+        # a hand's 21 points span an area; a detection collapsed onto a line is not a hand
+        if cv2.contourArea(cv2.convexHull(h.astype(np.float32))) < 0.1 * length ** 2:
+            continue
+        if image is not None and skin_lab is not None:
+            x0, y0 = np.floor(h.min(0)).astype(int)
+            x1, y1 = np.ceil(h.max(0)).astype(int)
+            x0, y0, x1, y1 = max(0, x0), max(0, y0), min(image.shape[1], x1 + 1), min(image.shape[0], y1 + 1)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            box = image[y0:y1, x0:x1]
+            inside = _hull_mask(h - [x0, y0], max(box.shape[:2]), 0)[:box.shape[0], :box.shape[1]]
+            if inside.sum() < 10:
+                continue
+            lab = cv2.cvtColor(box, cv2.COLOR_RGB2LAB).astype(np.float32)[inside]
+            lab = lab * [100 / 255, 1, 1] - [0, 128, 128]
+            if np.linalg.norm(np.median(lab, axis=0) - skin_lab) > max_delta_e:
+                continue
+        out.append(h)
+    return out
 
 
 def _hull_mask(points: np.ndarray, size: int, grow: float) -> np.ndarray:
@@ -181,10 +227,6 @@ def photo_checks(role: str, hair_prob: np.ndarray, hat_prob: Optional[np.ndarray
                                         "the hairstyle may sit a little off.", False, yaw))
     grow = 0.08 * face_width
     if role == "source":
-        sides = cut_sides(hair & inside, inside, 0.15 * face_width)
-        if len(sides) >= 2:
-            out.append(Concern("cut_off", role, f"In {name}, the hairstyle is cut off by the photo's "
-                                                f"{' and '.join(sides)} edges.", True, len(sides)))
         if touches(hands, hair, grow):
             out.append(Concern("hands", role, f"In {name}, a hand covers part of the hair.", True))
         if touches(other_faces, hair, grow):

@@ -74,7 +74,7 @@ def cmd_swap(args) -> int:
     tool = _tool(args)
     t0 = time.perf_counter()
     result = tool(target, source, refine=args.refine, target_face=args.target_face, source_face=args.source_face,
-                  progress=True, **_sdedit_options(args))
+                  progress=True, force=args.force, **_sdedit_options(args))
     out = save_image(result.image, args.output)
     if "alignment_fallback" in result.meta:
         print(f"hairtryon: note: similarity transform used ({result.meta['alignment_fallback']})", file=sys.stderr)
@@ -126,7 +126,11 @@ def cmd_demo(args) -> int:
     folder = Path(args.output)
     tool = HairTryOn(segmenter=args.segmenter)
     for target, source in (("astronaut", "grace_hopper"), ("grace_hopper", "astronaut")):
-        result = tool(photos[target], photos[source], progress=True)
+        # Grace Hopper wears her officer's cap: the checks would decline both pairs (headwear);
+        # the demo tries them anyway and prints why the result may look edited
+        result = tool(photos[target], photos[source], progress=True, force=True)
+        for line in result.meta.get("concerns", []):
+            print(f"hairtryon: note: {line['message']}", file=sys.stderr)
         save_image(photos[target], folder / f"{target}.png")
         save_image(result.image, folder / f"{target}_with_{source}_hair.png")
         save_image(stage_grid(result.stages, caption=f"{target} <- {source}"), folder / f"{target}_with_{source}_stages.png")
@@ -257,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto: SDEdit when the diffusion model is available, else classic (default); "
                          "sdedit: fail without it; classic: fast-marching fill of the artifacts; none: stop before it")
     sp.add_argument("--save-stages", metavar="DIR", help="also write every stage and a labelled grid of them")
+    sp.add_argument("--force", action="store_true",
+                    help="try a pair the checks decline (headwear, a turned head, hands, ...) anyway, with warnings")
     sp.add_argument("--target-face", type=int, default=0, help="which face in the target, 0 = largest")
     sp.add_argument("--source-face", type=int, default=0, help="which face in the source, 0 = largest")
     add_sdedit_options(sp)

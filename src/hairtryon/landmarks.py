@@ -274,15 +274,18 @@ class BodyLandmarker:
     y1) in pixels limits the search to a region around one person (the work frame); it is
     processed at most ``max_side`` pixels wide. Thread-safe (calls are serialised)."""
 
-    def __init__(self, max_side: int = 640, min_confidence: float = 0.5, min_hand_score: float = 0.9):
+    def __init__(self, max_side: int = 640, min_confidence: float = 0.5, min_hand_confidence: float = 0.7,
+                 min_hand_score: float = 0.9):
         os.environ.setdefault("GLOG_minloglevel", "2")
         import mediapipe as mp
 
         with _quiet_native_stderr():
             self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
                                                 min_detection_confidence=min_confidence)
+            # measured on ../shared/portraits: at 0.5 the palm detector also fires on ears and
+            # on hair over a wooden railing; at 0.7 only on real hands
             self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=4,
-                                                   min_detection_confidence=min_confidence)
+                                                   min_detection_confidence=min_hand_confidence)
         self.max_side = int(max_side)
         self.min_hand_score = float(min_hand_score)
         self._lock = threading.Lock()

@@ -293,7 +293,7 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
     s = unit or size
     features = features_mask(mesh, size, grow=max(2, s / 100))
     removed = remove_hair(crop, labels, hair_prob, closing_px=max(2, int(s / 100)), margin_px=max(2, int(s / 120)),
-                          face_margin_px=max(1, int(s / 50)), strand_band_px=max(3, int(s / 60)), keep=features) & inside
+                          face_margin_px=max(1, int(s / 100)), strand_band_px=max(3, int(s / 60)), keep=features) & inside
     oval = mesh[oval_index]
     from .landmarks import CHIN, FOREHEAD, IMAGE_LEFT_EYE, IMAGE_RIGHT_EYE
 

@@ -295,7 +295,7 @@ class HairTryOn:
         if mapping.alignment.reason:
             meta["alignment_fallback"] = mapping.alignment.reason
         # one-line messages for the person: the CLI prints them, the web page shows them
-        meta["warnings"] = list(found.warnings)
+        meta["warnings"] = [c.message for c in found.concerns]  # declines only when forced
         meta["concerns"] = [dict(code=c.code, photo=c.photo, message=c.message, declined=c.decline, value=c.value)
                             for c in found.concerns]
         if fallback:
@@ -411,6 +411,14 @@ class HairTryOn:
         others = [f.to_frame_points(o.mesh) for o in tgt.others]
         found = checks.pair_checks(checks.yaw_degrees(tgt.landmarks.mesh), checks.yaw_degrees(src.landmarks.mesh),
                                    changed & tgt.inside, hands, others, face_width)
+        # the source photo's edges, where they cut its hair off, moved onto the target
+        visible = {}
+        src_hair = (src.semantic.labels == HAIR) & src.inside
+        for side, line in checks.cut_lines(src_hair, src.inside).items():
+            moved = alignment.warp_labels(line.astype(np.uint8), mapping.warp, (f.size, f.size)) > 0
+            scale = float(np.sqrt(abs(np.linalg.det(mapping.warp[:2, :2]))))  # target px per source px
+            visible[side] = float((moved & tgt.inside).sum()) / max(3.0 * scale, 1e-6)  # line length
+        found += checks.cut_off_check(visible, face_width)
         regions = self.regions(tgt)
         invented = mapping.removed & regions.body & ~regions.neck & (mapping.layer.alpha < 0.5) & tgt.inside
         parts = tgt.semantic.parts
@@ -420,8 +428,14 @@ class HairTryOn:
         return found + checks.body_check(invented, visible, face_area)
 
     def _hands(self, analysis: FaceAnalysis) -> list:
+        """The hands in a photo that look like hands (see :func:`checks.plausible_hands`)."""
         box = analysis.landmarks.face_box
-        return checks.plausible_hands(self.body(analysis).hands, float(box[3] - box[1]))
+        face = analysis.semantic.labels == FACE
+        skin = None
+        if face.sum() > 50:
+            lab = cv2.cvtColor(analysis.crop, cv2.COLOR_RGB2LAB).astype(np.float32)[face]
+            skin = np.median(lab, axis=0) * [100 / 255, 1, 1] - [0, 128, 128]
+        return checks.plausible_hands(self.body(analysis).hands, float(box[3] - box[1]), analysis.image, skin)
 
     def body(self, analysis: FaceAnalysis):
         """Shoulders and hands of a photo's person (:class:`landmarks.Body`), found once."""

@@ -220,21 +220,10 @@ def skin_fill(image: np.ndarray, hole: np.ndarray, skin: np.ndarray, face: np.nd
     sub_hole, sub_skin = hole[rows, cols], skin[rows, cols]
     img = image[rows, cols].astype(np.float32)
     sub_face = face[rows, cols] & ~sub_hole
-    # the membrane through the visible plain skin, from a little way off the hole: along the old
-    # hair's edge the skin carries its shadow and stray strands; that band is redone with the hole
-    width = max(2.0, s / 100)
-    sub_plain = skin[rows, cols] & ~sub_hole
-    dist = cv2.distanceTransform((~sub_hole).astype(np.uint8), cv2.DIST_L2, 3)
-    band = sub_face & ~sub_plain & (dist < s / 25)
-    n, comp = cv2.connectedComponents((band | sub_hole).astype(np.uint8), connectivity=8)
-    ids = np.unique(comp[sub_hole])
-    band &= np.isin(comp, ids[ids > 0])
-    redo = sub_hole | band
-    dist = cv2.distanceTransform((~redo).astype(np.uint8), cv2.DIST_L2, 3)
-    anchor = sub_plain & (dist > width)
-    if anchor.sum() < 50:
-        anchor = sub_face & (dist > width)
-    low_target = membrane(img, anchor, scale=max(2.0, s / 120))
+    # tone and shading: the membrane through the visible face's own pixels, exact at the hole's
+    # border (the face outside the hole stays the target's own, bit for bit)
+    redo = sub_hole
+    low_target = membrane(img, sub_face, scale=max(2.0, s / 200))
     full_redo = np.zeros_like(hole)
     full_redo[rows, cols] = redo
     donor = patch_fill(image, full_redo, skin & ~full_redo, max_side=1024, patch_radius=3, margin=0.5,
@@ -253,8 +242,7 @@ def skin_fill(image: np.ndarray, hole: np.ndarray, skin: np.ndarray, face: np.nd
             w = cv2.GaussianBlur((ok & sub_hole).astype(np.float32), (0, 0), max(1.0, s / 200))
             w = (w * (ok & sub_hole))[..., None]
             result = w * (mirrored + offset) + (1 - w) * result
-    # the seam: the rebuilt skin replaces the band and fades into the visible skin beyond it
-    blend = np.where(redo, 1.0, np.clip(1.0 - dist / width, 0, 1) * sub_face)[..., None]
+    blend = redo.astype(np.float32)[..., None]
     region = out[rows, cols]
     mixed = blend * result + (1 - blend) * img
     sel = blend[..., 0] > 0
