@@ -64,7 +64,8 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     d_hair = np.linalg.norm(lab - hair_col, axis=-1)
     spread = 1.4826 * np.median(np.abs(lab[skin][:, 0] - skin_col[0])) + 1.0
     near = cv2.dilate((hair.astype(bool) & ~face).astype(np.uint8), disk(face_margin_px)).astype(bool)
-    taken = face & near & ((d_hair < 0.8 * d_skin) | (lab[..., 0] < skin_col[0] - 3 * spread))
+    # hair-coloured, or darker than plain skin (the hair's shadow, translucent strands)
+    taken = face & near & ((d_hair < 0.8 * d_skin) | (lab[..., 0] < skin_col[0] - 1.5 * spread))
     if keep is not None:
         taken &= ~keep
     # only what is connected to the hair
@@ -293,7 +294,7 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
     s = unit or size
     features = features_mask(mesh, size, grow=max(2, s / 100))
     removed = remove_hair(crop, labels, hair_prob, closing_px=max(2, int(s / 100)), margin_px=max(2, int(s / 120)),
-                          face_margin_px=max(1, int(s / 100)), strand_band_px=max(3, int(s / 60)), keep=features) & inside
+                          face_margin_px=max(1, int(s / 25)), strand_band_px=max(3, int(s / 60)), keep=features) & inside
     oval = mesh[oval_index]
     from .landmarks import CHIN, FOREHEAD, IMAGE_LEFT_EYE, IMAGE_RIGHT_EYE
 

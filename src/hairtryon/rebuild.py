@@ -297,24 +297,28 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
     # sources keep away from the old hair's edge: the parser's mistakes (strands called
     # background) lie there
     clean = known & ~cv2.dilate(hole.astype(np.uint8), disk(max(2, s / 120))).astype(bool)
-    pieces = [(hole & (under == BACKGROUND), clean & (under == BACKGROUND))]
-    body_part, body_src = hole & (under == NECK), clean & (under == NECK)
-    if neck is not None and cloth is not None:
-        # the neck from neck skin; the shoulders from clothes where the visible shoulders are
-        # mostly clothes, else from whatever of them is visible (bare shoulders)
+    others = clean & np.isin(under, (BACKGROUND, NECK, EARS))
+    out = patch_fill(out, hole & (under == BACKGROUND), _enough(clean & (under == BACKGROUND), others), seed=seed)
+    out = patch_fill(out, hole & (under == EARS), others, seed=seed + 1)
+    body_part, body_src = hole & (under == NECK), known & (under == NECK)
+    if body_part.any():
+        cloth = np.zeros_like(hole) if cloth is None else cloth
+        neck = np.zeros_like(hole) if neck is None else neck
+        # the neck is skin; the shoulders are clothes where the visible shoulders mostly are
+        # (their pattern copied), else bare skin like the visible ones
         shoulders_src = body_src & ~neck
-        if (shoulders_src & cloth).sum() >= 0.5 * max(1, shoulders_src.sum()):
-            shoulders_src = shoulders_src & cloth
-        pieces += [(body_part & neck, body_src & ~cloth), (body_part & ~neck, shoulders_src)]
-    else:
-        pieces.append((body_part, body_src))
-    pieces.append((hole & (under == EARS), clean & np.isin(under, (BACKGROUND, NECK, EARS))))
-    for i, (part, sources) in enumerate(pieces):
-        if part.any():
-            if sources.sum() < 100:
-                sources = clean & np.isin(under, (NECK,) if i in (1, 2) and (body_src.sum() >= 100) else
-                                          (BACKGROUND, NECK, EARS))
-            out = patch_fill(out, part, sources, seed=seed + i)
+        dressed = (shoulders_src & cloth).sum() >= 0.5 * max(1, shoulders_src.sum())
+        skin_src = body_src & ~cloth
+        for part, is_cloth in ((body_part & neck, False), (body_part & ~neck, dressed)):
+            if not part.any():
+                continue
+            if is_cloth:
+                out = patch_fill(out, part, _enough(clean & body_src & cloth, clean & body_src), seed=seed + 2)
+            elif skin_src.sum() >= 100:
+                out = skin_fill(out, part, plain_skin(image, skin_src, features, unit=s), skin_src, None,
+                                seed=seed + 3, unit=s)
+            else:
+                out = patch_fill(out, part, _enough(clean & body_src, others), seed=seed + 3)
     part = hole & (under == FACE)
     if part.any():
         visible = known & (under == FACE)
@@ -322,6 +326,10 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
                         seed=seed, unit=s)
         out = silhouette_shading(out, under == FACE, hole, unit=s)
     return Rebuild(out, hole.copy())
+
+
+def _enough(sources: np.ndarray, fallback: np.ndarray, minimum: int = 100) -> np.ndarray:
+    return sources if sources.sum() >= minimum else fallback
 
 
 def grow_hair(foreground: np.ndarray, alpha: np.ndarray, gaps: np.ndarray, seed: int = 0,
