@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from .errors import HairTryOnError
-from .framing import disk
+from .framing import grow as grow_mask
 
 HAT_WARN, HAT_DECLINE = 0.15, 0.40
 YAW_WARN, YAW_DECLINE = 25.0, 40.0
@@ -182,7 +182,7 @@ def plausible_hands(hands: Sequence[np.ndarray], face_height: float, image: Opti
 def _hull_mask(points: np.ndarray, size: int, grow: float) -> np.ndarray:
     mask = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1)
-    return cv2.dilate(mask, disk(grow)).astype(bool)
+    return grow_mask(mask.astype(bool), grow)
 
 
 def touches(points_list: Sequence[np.ndarray], region: np.ndarray, grow: float) -> bool:

@@ -117,3 +117,16 @@ def disk(radius: float) -> np.ndarray:
     """Elliptic structuring element of the given radius (at least 1) for OpenCV morphology."""
     r = max(int(round(radius)), 1)
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def grow(mask: np.ndarray, radius: float) -> np.ndarray:
+    """(H, W) bool ``mask`` grown by a disk of ``radius`` pixels (a dilation; through a distance
+    transform, so its cost does not grow with the radius). Negative radii shrink it."""
+    m = np.asarray(mask, bool)
+    if radius == 0:
+        return m.copy()
+    if radius < 0:
+        return ~grow(~m, -radius)
+    if not m.any():
+        return m.copy()
+    return cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 3) <= radius

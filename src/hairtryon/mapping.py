@@ -25,8 +25,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from .framing import disk
-from .segmentation import BACKGROUND, FACE, HAIR, NECK
+from .framing import disk, grow
+from .segmentation import BACKGROUND, EARS, FACE, HAIR, NECK
 
 
 # ------------------------------------------------------------------------ the old hair
@@ -45,15 +45,16 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     hair = ((labels == HAIR) | (hair_prob > 0.3)).astype(np.uint8)
     hair = cv2.morphologyEx(hair, cv2.MORPH_CLOSE, disk(closing_px))
     face = labels == FACE
+    ears = labels == EARS  # the target's own ears stay (what the hair hid of them is not invented)
     if strand_band_px > 0 and hair.any():
         hair = (hair.astype(bool) | stray_strands(image, hair.astype(bool), face, strand_band_px)).astype(np.uint8)
-    wide = cv2.dilate(hair, disk(margin_px)).astype(bool) if margin_px > 0 else hair.astype(bool)
+    wide = grow(hair.astype(bool), margin_px)
     if face_margin_px <= 0 or face.sum() < 50 or not hair.any():
-        return wide & ~face
+        return wide & ~face & ~ears
     # strands and their shadow over the face: face pixels near the hair whose colour is nearer
     # the hair's than the skin's (or much darker than the skin)
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
-    skin = face & ~cv2.dilate(hair, disk(face_margin_px)).astype(bool)
+    skin = face & ~grow(hair.astype(bool), face_margin_px)
     if keep is not None:
         skin &= ~keep
     if skin.sum() < 50:
@@ -63,16 +64,22 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     d_skin = np.linalg.norm(lab - skin_col, axis=-1)
     d_hair = np.linalg.norm(lab - hair_col, axis=-1)
     spread = 1.4826 * np.median(np.abs(lab[skin][:, 0] - skin_col[0])) + 1.0
-    near = cv2.dilate((hair.astype(bool) & ~face).astype(np.uint8), disk(face_margin_px)).astype(bool)
-    # hair-coloured, or darker than plain skin (the hair's shadow, translucent strands)
-    taken = face & near & ((d_hair < 0.8 * d_skin) | (lab[..., 0] < skin_col[0] - 1.5 * spread))
+    near = grow(hair.astype(bool) & ~face, face_margin_px)
+    # hair-coloured, or darker than the skin around it (the hair's shadow, baby hairs and
+    # translucent strands along the hairline)
+    from .compositing import normalized_blur
+
+    local = normalized_blur(lab[..., :1], skin, 1.5 * face_margin_px)[..., 0]
+    local = np.where(np.isnan(local), skin_col[0], local)
+    darker = lab[..., 0] < np.minimum(local, skin_col[0] + spread) - max(1.0 * spread, 4.0)
+    taken = face & near & ((d_hair < 0.8 * d_skin) | darker)
     if keep is not None:
         taken &= ~keep
     # only what is connected to the hair
     n, comp = cv2.connectedComponents((taken | hair.astype(bool)).astype(np.uint8), connectivity=8)
     ids = np.unique(comp[hair.astype(bool)])
     taken &= np.isin(comp, ids[ids > 0])
-    return (wide & ~face) | taken | (hair.astype(bool) & ~face)
+    return ((wide & ~face) | taken | (hair.astype(bool) & ~face)) & ~ears
 
 
 def stray_strands(image: np.ndarray, hair: np.ndarray, face: np.ndarray, band_px: int) -> np.ndarray:
@@ -84,13 +91,13 @@ def stray_strands(image: np.ndarray, hair: np.ndarray, face: np.ndarray, band_px
 
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     h8 = hair.astype(np.uint8)
-    band = cv2.dilate(h8, disk(band_px)).astype(bool) & ~hair & ~face
+    band = grow(hair, band_px) & ~hair & ~face
     if not band.any():
         return np.zeros_like(hair)
     core = cv2.erode(h8, disk(max(1, band_px // 3))).astype(bool)
     if core.sum() < 50:
         core = hair
-    far = ~cv2.dilate(h8, disk(2 * band_px)).astype(bool) & ~face
+    far = ~grow(hair, 2 * band_px) & ~face
     sigma = 2.0 * band_px
     hair_col = normalized_blur(lab, core, sigma)
     bg_col = normalized_blur(lab, far, sigma)
@@ -224,12 +231,18 @@ def face_mirror(mesh: np.ndarray, oval_index: np.ndarray) -> Optional[np.ndarray
 
 
 # ------------------------------------------------------------------------ the mapping mask
-def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width: int, below: float) -> np.ndarray:
+def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width: int, below: float,
+              mass: float = 0.0) -> np.ndarray:
     """Where the old hair was, the horizontal gaps (up to ``width`` pixels) between the face and
-    the new hair, above row ``below`` (the mouth): the new hairstyle was made for another head,
-    and on this one it would hang there. (S, S) bool."""
+    the new hair, above row ``below`` (the chin): the new hairstyle was made for another head,
+    and on this one it would hang there. Only gaps against a mass of hair count: ``new_hair``
+    ((S, S) bool) is opened by ``mass`` pixels first, so a few loose strands beside the face do
+    not turn the space between into a block of hair. (S, S) bool."""
+    body = new_hair
+    if mass > 0:
+        body = cv2.morphologyEx(new_hair.astype(np.uint8), cv2.MORPH_OPEN, disk(mass)).astype(bool)
     kernel = np.ones((1, 2 * int(width) + 1), np.uint8)
-    closed = cv2.morphologyEx((new_hair | face).astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
+    closed = cv2.morphologyEx((body | face).astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
     gaps = closed & ~new_hair & ~face & removed
     gaps[int(max(0, below)):] = False
     return gaps

@@ -485,9 +485,10 @@ class HairTryOn:
             # skin under the new hairstyle: the target's face, and the source's forehead up to its
             # hairline where the old hair covered it
             face = regions.face | ((warped_labels == FACE) & tgt.forehead_column() & removed)
-            mouth_y = tgt.frame.to_frame_points(tgt.landmarks.mouth[None])[0, 1]
             u = tgt.unit
-            gaps = mapping.side_gaps(layer.mask, face, removed, width=int(u / 8), below=mouth_y) & inside
+            chin_y = tgt.points[3, 1]
+            gaps = mapping.side_gaps(layer.mask, face, removed, width=int(u / 10), below=chin_y,
+                                     mass=u / 40) & inside
             fg, alpha = rebuild.grow_hair(layer.foreground, layer.alpha, gaps, unit=u)
             layer = compositing.HairLayer(alpha, fg)
             under = mapping.under_hair(tgt.semantic.labels, removed, face, regions.body & ~face)
@@ -516,7 +517,6 @@ class HairTryOn:
         lie the artifacts, filled by fast marching. Returns (filled (S, S, 3) uint8, artifacts
         (S, S) bool, the re-parse :class:`SemanticMap`)."""
         clock = clock or _Clock(None)
-        s = tgt.frame.size
         with clock("reparse"):
             parsed = self.parse_crop(mapping.composite)
         with clock("fast_marching"):

@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from .framing import disk, resize
+from .framing import disk, grow, resize
 from .segmentation import BACKGROUND, EARS, FACE, NECK
 
 
@@ -123,7 +123,7 @@ def _box(mask: np.ndarray, margin: float, min_margin: int = 16) -> Tuple[slice, 
     return slice(max(0, y0 - m), min(h, y1 + m)), slice(max(0, x0 - m), min(w, x1 + m))
 
 
-def patch_fill(image: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_side: int = 448,
+def patch_fill(image: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_side: int = 384,
                patch_radius: int = 3, margin: float = 0.6, seed: int = 0) -> np.ndarray:
     """Exemplar-based fill of ``hole`` whose patches come only from ``sources`` (PatchMatch,
     Barnes et al. 2009, via ``pypatchmatch``; its ``global_mask`` keeps every other pixel out).
@@ -216,17 +216,21 @@ def skin_fill(image: np.ndarray, hole: np.ndarray, skin: np.ndarray, face: np.nd
         return out
     s = unit or image.shape[0]
     sigma = max(2.0, s / 60)
-    rows, cols = _box(hole | (skin & cv2.dilate(hole.astype(np.uint8), disk(s / 20)).astype(bool)), 0.1)
-    sub_hole, sub_skin = hole[rows, cols], skin[rows, cols]
+    rows, cols = _box(hole | (skin & grow(hole, s / 20)), 0.1)
+    sub_hole = hole[rows, cols]
     img = image[rows, cols].astype(np.float32)
     sub_face = face[rows, cols] & ~sub_hole
-    # tone and shading: the membrane through the visible face's own pixels, exact at the hole's
-    # border (the face outside the hole stays the target's own, bit for bit)
+    # tone and shading: the membrane through the visible plain skin around the hole (not
+    # through the shadow and baby hairs along an old hairline: the rebuilt skin is the skin's
+    # own, and the face outside the hole stays the target's own, bit for bit)
     redo = sub_hole
-    low_target = membrane(img, sub_face, scale=max(2.0, s / 200))
+    anchor = skin[rows, cols] & ~sub_hole
+    if anchor.sum() < 50:
+        anchor = sub_face
+    low_target = membrane(img, anchor, scale=max(2.0, s / 200))
     full_redo = np.zeros_like(hole)
     full_redo[rows, cols] = redo
-    donor = patch_fill(image, full_redo, skin & ~full_redo, max_side=1024, patch_radius=3, margin=0.5,
+    donor = patch_fill(image, full_redo, skin & ~full_redo, max_side=512, patch_radius=3, margin=0.5,
                        seed=seed)[rows, cols]
     donor = donor.astype(np.float32)
     result = donor - _lowpass(donor, redo, sigma) + low_target
@@ -296,7 +300,7 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
     s = unit or image.shape[0]
     # sources keep away from the old hair's edge: the parser's mistakes (strands called
     # background) lie there
-    clean = known & ~cv2.dilate(hole.astype(np.uint8), disk(max(2, s / 120))).astype(bool)
+    clean = known & ~grow(hole, max(2, s / 120))
     others = clean & np.isin(under, (BACKGROUND, NECK, EARS))
     out = patch_fill(out, hole & (under == BACKGROUND), _enough(clean & (under == BACKGROUND), others), seed=seed)
     out = patch_fill(out, hole & (under == EARS), others, seed=seed + 1)
@@ -343,11 +347,17 @@ def grow_hair(foreground: np.ndarray, alpha: np.ndarray, gaps: np.ndarray, seed:
     if core.sum() < 100:
         return foreground, alpha
     fg8 = np.clip(np.round(foreground), 0, 255).astype(np.uint8)
-    grown = patch_fill(fg8, gaps, core & ~gaps, max_side=640, patch_radius=4, margin=0.8, seed=seed)
+    grown = patch_fill(fg8, gaps, core & ~gaps, max_side=448, patch_radius=4, margin=0.8, seed=seed)
     s = unit or gaps.shape[0]
+    # opaque inside, a soft rim; towards its lower end the grown hair thins out like hair tips
     soft = cv2.GaussianBlur(gaps.astype(np.float32), (0, 0), max(1.0, s / 400))
-    new_alpha = np.maximum(alpha, np.where(gaps, np.maximum(soft, 0.0), 0.0)).astype(np.float32)
-    new_alpha = np.maximum(new_alpha, cv2.erode(gaps.astype(np.uint8), disk(max(1, s / 400))).astype(np.float32))
+    rows = np.nonzero(gaps.any(axis=1))[0]
+    taper = np.ones(gaps.shape[0], np.float32)
+    if len(rows):
+        length = max(2.0, s / 25)
+        taper = np.clip((rows.max() - np.arange(gaps.shape[0])) / length, 0, 1).astype(np.float32)
+    grown_alpha = np.where(gaps, np.maximum(soft, 0.0), 0.0) * taper[:, None]
+    new_alpha = np.maximum(alpha, grown_alpha).astype(np.float32)
     fg = np.where(gaps[..., None], grown.astype(np.float32), foreground).astype(np.float32)
     return fg, new_alpha
 
