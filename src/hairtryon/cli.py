@@ -14,6 +14,9 @@ from typing import List, Optional
 from .errors import HairTryOnError
 
 
+STAGE_FILES = r"(\d\d_[a-z0-9_]+|stages)\.png"  # what --save-stages writes
+
+
 def _out_sibling(out: Path, suffix: str) -> Path:
     return out.with_name(out.stem + suffix + ".png")
 
@@ -34,7 +37,7 @@ def _check_outputs(args, inputs) -> None:
 
     check_output_path(args.output, inputs)
     if getattr(args, "save_stages", None):
-        check_output_path(args.save_stages, inputs, folder=True)
+        check_output_path(args.save_stages, inputs, folder=True, writes=STAGE_FILES)
 
 
 def _load_pair(args):

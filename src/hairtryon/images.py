@@ -192,9 +192,13 @@ def _photo_from_array(arr: np.ndarray, name: str = "") -> Photo:
 _OPEN_LOCK = threading.Lock()
 
 
+def _mp(pixels: int) -> str:
+    return f"{pixels / 1e6:.3g} megapixels"
+
+
 def _too_large(what: str, w: int, h: int, limit: int) -> ImageTooLarge:
-    return ImageTooLarge(f"{what} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels), more than the limit of "
-                         f"{limit / 1e6:.0f} megapixels: use a smaller copy of it.")
+    return ImageTooLarge(f"{what} is {w}x{h} pixels ({_mp(w * h)}), more than the limit of {_mp(limit)}: "
+                         "use a smaller copy of it.")
 
 
 def _open(path: Path, what: str, limit: int) -> Image.Image:
@@ -206,10 +210,16 @@ def _open(path: Path, what: str, limit: int) -> Image.Image:
         try:
             pil = Image.open(path)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            m = re.search(r"\((\d+) pixels\)", str(exc))
-            px = int(m.group(1)) if m else limit + 1
-            raise ImageTooLarge(f"{what} has {px / 1e6:.0f} megapixels, more than the limit of "
-                                f"{limit / 1e6:.0f} megapixels: use a smaller copy of it.") from None
+            Image.MAX_IMAGE_PIXELS = None  # the header once more, for the message: its size, not decoded
+            try:
+                with Image.open(path) as header:
+                    w, h = header.size
+            except Exception:
+                m = re.search(r"\((\d+) pixels\)", str(exc))
+                px = int(m.group(1)) if m else limit + 1
+                raise ImageTooLarge(f"{what} has {_mp(px)}, more than the limit of {_mp(limit)}: "
+                                    "use a smaller copy of it.") from None
+            raise _too_large(what, w, h, limit) from None
         finally:
             Image.MAX_IMAGE_PIXELS = saved
     w, h = pil.size
@@ -317,24 +327,25 @@ def _writable_folder(folder: Path, what: str) -> None:
 
 
 def check_output_path(path: Union[str, os.PathLike], inputs: Iterable[Union[str, os.PathLike, None]] = (),
-                      folder: bool = False) -> Path:
+                      folder: bool = False, writes: Optional[str] = None) -> Path:
     """Validate an output path before any work, so that a wrong one fails at once.
 
     A file (``folder=False``): its format from the extension (:func:`writable_format`), not an
-    existing folder, its folder writable (or creatable), not read-only, and never one of
-    ``inputs`` (resolved paths and same-file identity compared: symlinks and hard links count).
-    A folder (``folder=True``): not an existing file, writable or creatable, and none of
-    ``inputs`` may sit inside it. Returns the path; raises :class:`OutputPathError`."""
+    existing folder, not read-only, its folder writable (or creatable), and never one of
+    ``inputs`` (resolved paths and same-file identity compared: other spellings, symlinks and
+    hard links count). A folder (``folder=True``): not an existing file, writable or creatable;
+    ``writes`` is a regular expression of the file names the run writes there, and no input may
+    be one of them. Returns the path; raises :class:`OutputPathError`."""
     path = Path(path)
-    ins = [Path(p) for p in inputs if p is not None and not isinstance(p, (np.ndarray, Image.Image))]
+    ins = [Path(p) for p in inputs if isinstance(p, (str, os.PathLike))]
     if folder:
         if path.exists() and not path.is_dir():
             raise OutputPathError(f"cannot write into {path}: it is a file, not a folder.")
         _writable_folder(path, f"into {path}")
         for p in ins:
-            if _same_file(p.parent, path):
-                raise OutputPathError(f"cannot write into {path}: it holds the input {p.name}, which the run "
-                                      "could overwrite; choose another folder.")
+            if writes and re.fullmatch(writes, p.name) and _same_file(p.parent, path):
+                raise OutputPathError(f"cannot write into {path}: the run writes {p.name} there, which is one of "
+                                      "its input photos; choose another folder.")
         return path
     if path.is_dir():
         raise OutputPathError(f"cannot write {path}: it is a folder; give a file name such as {path / 'result.png'}.")

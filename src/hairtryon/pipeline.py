@@ -598,14 +598,13 @@ def paste_back(image: np.ndarray, frame: Frame, content: np.ndarray, alpha: np.n
             keep_rows = np.minimum(np.floor((np.arange(y0, y1) - frame.y0) * nearest_step).astype(np.int64),
                                    frame.size - 1)
             a[keep[keep_rows[:, None], keep_cols[None, :]]] = 0
-        where = a > 0
-        if not where.any():
+        if not (a > 0).any():
             continue
         c = cv2.warpAffine(content, m, size, flags=linear, borderMode=cv2.BORDER_REPLICATE)
         region = out[y0:y1, ix0:ix1]
-        aw = a[where] if region.ndim == 2 else a[where][:, None]
-        blend = region[where].astype(np.float32) * (1.0 - aw) + c[where].astype(np.float32) * aw
-        region[where] = np.clip(np.round(blend), 0, 255).astype(np.uint8)
+        # (1 - a) * photo + a * content, rounded; exactly the photo's pixel where a == 0
+        np.clip(a, 0.0, 1.0, out=a)
+        region[...] = cv2.blendLinear(np.ascontiguousarray(region), c, 1.0 - a, a)
     return out
 
 
