@@ -654,3 +654,36 @@ def test_row_errors_and_warnings_on_their_own_line_after_the_bar(tmp_path, files
         shown = [line.split("\r")[-1] for line in text.replace("\r\n", "\n").split("\n")]  # what a terminal shows
         assert any(line.startswith(want) for line in shown), text
         assert all(line.startswith("hairtryon: ") or not line.strip() for line in shown), text
+
+
+# ------------------------------------------------------------------------------------ memory
+MEMORY = """
+import resource, sys, numpy as np, cv2
+from skimage import data
+from hairtryon.images import save_image
+from hairtryon.pipeline import HairTryOn
+n = int(sys.argv[2])
+tool = HairTryOn()
+a = data.astronaut()
+tool(a, a[:, ::-1].copy(), refine="classic")  # models loaded and warm
+cv2.imwrite(sys.argv[1], cv2.resize(a, (n, n))[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+before = int(open("/proc/self/statm").read().split()[1]) * 4096
+r = tool(sys.argv[1], a, refine="classic")
+save_image(r.output, sys.argv[1] + ".out.jpg")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(before, peak, r.output.shape[0], r.output.shape[1])
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc (Linux)")
+def test_row_very_large_photo_memory(tmp_path):
+    """A 6000x6000 photo costs at most 4 copies of itself plus 400 MB beyond the loaded models:
+    the scale of the 3 GB peak promised for 12000x12000 (measured by benchmarks/bench_memory.py)."""
+    n = 6000
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    p = subprocess.run([sys.executable, "-c", MEMORY, str(tmp_path / "big.jpg"), str(n)], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    before, peak, h, w = map(int, p.stdout.split()[-4:])
+    assert (h, w) == (n, n)
+    assert peak - before < 4 * n * n * 3 + 400e6, (before / 1e6, peak / 1e6)
