@@ -18,9 +18,12 @@ reported.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import os
 import sys
 import threading
+import types
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -50,8 +53,49 @@ _MESH_CROPS = ((2.2, 512, "constant"), (2.0, 1024, "replicate"), (3.0, 1024, "co
                (1.5, 512, "replicate"), (2.2, 256, "constant"), (4.0, 256, "replicate"))
 
 
-def _ordered_face_oval() -> np.ndarray:
+class _Deferred(types.ModuleType):
+    """Stands in for a module that MediaPipe imports at start-up but the landmarker never uses
+    (``matplotlib.pyplot`` for its drawing helpers, ``sounddevice`` for audio tasks: 0.3 to
+    0.6 s of every start); the real module is imported on first use of an attribute."""
+
+    def __init__(self, name: str, **attrs):
+        super().__init__(name)
+        self.__dict__.update(attrs, _real=None)
+
+    def __getattr__(self, attr):
+        real = self.__dict__["_real"]
+        if real is None:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            real = self.__dict__["_real"] = importlib.import_module(self.__name__)
+        return getattr(real, attr)
+
+
+def _mediapipe():
+    """``import mediapipe``, without importing matplotlib and sounddevice on the way (see
+    :class:`_Deferred`); modules someone already imported are left as they are."""
+    if "mediapipe" in sys.modules:
+        return sys.modules["mediapipe"]
+    stubs = {}
+    if "matplotlib" not in sys.modules:
+        stubs["matplotlib.pyplot"] = _Deferred("matplotlib.pyplot")
+        stubs["matplotlib"] = _Deferred("matplotlib", pyplot=stubs["matplotlib.pyplot"])
+    if "sounddevice" not in sys.modules:
+        stubs["sounddevice"] = _Deferred("sounddevice")
+    sys.modules.update(stubs)
+    try:
+        import mediapipe
+    finally:  # later imports get the real modules; MediaPipe's references forward to them
+        for name, stub in stubs.items():
+            if sys.modules.get(name) is stub:
+                del sys.modules[name]
+    return mediapipe
+
+
+@functools.lru_cache(maxsize=1)
+def _face_oval_indices() -> np.ndarray:
     """Mesh indices of the face silhouette, walked in order around the face."""
+    _mediapipe()
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
 
     nxt = {}
@@ -143,7 +187,7 @@ class Landmarks:
 
     def face_oval(self) -> np.ndarray:
         """(K, 2) float32 polygon of the face silhouette (forehead top to chin and back)."""
-        return self.mesh[_FACE_OVAL].astype(np.float32)
+        return self.mesh[_face_oval_indices()].astype(np.float32)
 
     def head_frame(self, size: int, scale: float = 1.0) -> Frame:
         """A square face-centred frame framed like FFHQ / CelebA-HQ portraits (what face parsers
@@ -165,7 +209,6 @@ class Landmarks:
         return d
 
 
-_FACE_OVAL = _ordered_face_oval()
 
 
 @contextlib.contextmanager
@@ -253,7 +296,7 @@ class Landmarker:
     def __init__(self, max_faces: int = 5, min_confidence: float = 0.5):
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import mediapipe as mp
+        mp = _mediapipe()
 
         with _quiet_native_stderr():
             self._mesh = mp.solutions.face_mesh.FaceMesh(
