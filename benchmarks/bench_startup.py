@@ -35,11 +35,11 @@ def lap(name):
     now = time.perf_counter(); t[name] = now - t0; t0 = now
 import numpy, PIL.Image, cv2; lap("numpy + Pillow + OpenCV")
 import hairtryon.cli; lap("hairtryon.cli")
-import torch; lap("torch")
-import mediapipe; lap("mediapipe")
-import hairtryon.pipeline; lap("hairtryon.pipeline")
-from hairtryon.landmarks import default_landmarker; default_landmarker(); lap("Face Mesh + detector (load)")
-from hairtryon.segmentation import get_segmenter; seg = get_segmenter("bisenet"); lap("face parser (load)")
+import hairtryon.pipeline; lap("hairtryon.pipeline (imports)")
+from hairtryon.landmarks import default_landmarker; default_landmarker(); lap("MediaPipe: import + Face Mesh")
+torch_before = "torch" in sys.modules
+from hairtryon.segmentation import get_segmenter; seg = get_segmenter("bisenet")
+lap("face parser: " + ("torch + checkpoint" if "torch" in sys.modules and not torch_before else type(seg).__name__))
 from hairtryon import images
 from hairtryon.images import save_image
 load = getattr(images, "load_photo", images.load_image)
@@ -49,7 +49,7 @@ tool = HairTryOn(seg)
 r = tool(T, S, refine=sys.argv[3]); lap("first swap")
 tool._cache.clear(); r = tool(T, S, refine=sys.argv[3]); lap("second swap (warm)")
 save_image(getattr(r, "output", r.image), sys.argv[4]); lap("write the result (PNG)")
-t["diffusers imported"] = "diffusers" in sys.modules
+t["modules"] = [m for m in ("torch", "diffusers", "matplotlib") if m in sys.modules]
 print(json.dumps(t))
 """
 
@@ -131,7 +131,7 @@ def main() -> None:
     for name, sec in parts.items():
         if isinstance(sec, float):
             print(f"  {name:32s} {sec:6.2f} s")
-    print(f"  diffusers imported on this run: {parts['diffusers imported']}")
+    print(f"  imported on this run: {', '.join(parts['modules']) or 'neither torch nor diffusers nor matplotlib'}")
     print(json.dumps({"process_s": round(wall, 3), "in_process_s": round(inproc["median"], 3),
                       "overhead_s": round(wall - inproc["median"], 3), "refine": args.refine}))
 

@@ -376,8 +376,8 @@ def _new_file_mode(path: Path) -> int:
 def save_image(image: np.ndarray, path: Union[str, os.PathLike]) -> Path:
     """Write an (H, W) grey, (H, W, 2) grey+alpha, (H, W, 3) RGB or (H, W, 4) RGBA uint8 array;
     the format follows the file extension (PNG, JPEG, ...). Parent folders are created. JPEG is
-    written at quality 95. Formats without transparency (JPEG, BMP, ...) get it flattened onto
-    white.
+    written at quality 95, PNG at compression level 3. Formats without transparency (JPEG,
+    BMP, ...) get it flattened onto white.
 
     The write is atomic: the image goes to a temporary file in the same folder, which then
     replaces ``path`` (``os.replace``), so an interrupted save leaves the old file intact or no
@@ -395,7 +395,8 @@ def save_image(image: np.ndarray, path: Union[str, os.PathLike]) -> Path:
     pil = Image.fromarray(arr, mode) if mode == "LA" else Image.fromarray(arr)
     if fmt == "JPEG" and pil.mode not in ("L", "RGB"):
         pil = pil.convert("RGB")
-    kwargs = {"quality": 95} if fmt == "JPEG" else {}
+    # PNG at zlib level 3: a third of level 6's time (the default) for files about 8% larger
+    kwargs = {"quality": 95} if fmt == "JPEG" else {"compress_level": 3} if fmt == "PNG" else {}
     path.parent.mkdir(parents=True, exist_ok=True)
     mode_bits = _new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
