@@ -94,7 +94,7 @@ def cmd_landmarks(args) -> int:
     from .landmarks import default_landmarker
 
     image = load_image(args.image)
-    lm = default_landmarker()(image, args.face)
+    lm = default_landmarker()(image, args.face, what=Path(args.image).name)
     print(json.dumps(lm.to_dict(), indent=2 if args.pretty else None))
     return 0
 
