@@ -687,3 +687,13 @@ def test_row_very_large_photo_memory(tmp_path):
     before, peak, h, w = map(int, p.stdout.split()[-4:])
     assert (h, w) == (n, n)
     assert peak - before < 4 * n * n * 3 + 400e6, (before / 1e6, peak / 1e6)
+
+
+def test_cached_analysis_keeps_each_photos_own_kind(tool, files, astronaut):
+    """The same pixels as an opaque RGB photo and as an RGBA one: the analysis is shared, the
+    result's kind is each photo's own."""
+    rgb = tool(astronaut, files / "source.jpg", refine="none")
+    rgba = tool(np.dstack([astronaut, np.full(astronaut.shape[:2], 255, np.uint8)]), files / "source.jpg",
+                refine="none")
+    assert rgb.output.shape == (512, 512, 3) and rgba.output.shape == (512, 512, 4)
+    assert (rgba.output[..., :3] == rgb.output).all()

@@ -10,6 +10,7 @@ resolution, so pixels far from the hair are the target's own, unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
@@ -243,7 +244,8 @@ class HairTryOn:
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
-                return self._cache[key]
+                cached = self._cache[key]  # the same pixels; this photo's own alpha, greyness and name
+                return cached if cached.photo is photo else dataclasses.replace(cached, photo=photo)
         lm, faces = self.landmarker.find(image, face_index, what=describe(photo.name, role))
         frame = lm.head_frame(self.work_size, WORK_FRAME_SCALE)
         frame = frame.with_size(min(frame.side, self.work_size))
