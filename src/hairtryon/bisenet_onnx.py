@@ -99,13 +99,12 @@ def load(allow_export: bool = True) -> Optional["BiSeNetDNN"]:
             import onnx as _  # noqa: F401  (the exporter needs it)
         except ImportError:
             return None
-        from .errors import WeightsError
+        from . import weights
 
+        checkpoint = weights.ensure("bisenet")  # missing or corrupt: the same error as the torch parser's
         try:
             print("hairtryon: preparing the face parser for fast start-up (once)", file=sys.stderr)
-            export()
-        except WeightsError:
-            raise
+            export(checkpoint)
         except Exception:  # an exporter that cannot: the torch parser does the job
             return None
         if not _valid(onnx, record):
