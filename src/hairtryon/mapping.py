@@ -284,12 +284,10 @@ class TargetRegions:
 def features_mask(mesh: np.ndarray, size: int, grow: float) -> np.ndarray:
     """The face's eyes, brows and lips ((S, S) bool): the convex hulls of their Face Mesh points
     (``mesh`` (468, 2) frame points), grown by ``grow`` pixels."""
-    from mediapipe.python.solutions import face_mesh_connections as fmc
+    from .landmarks import feature_indices
 
     mask = np.zeros((size, size), np.uint8)
-    for part in (fmc.FACEMESH_LEFT_EYE, fmc.FACEMESH_RIGHT_EYE, fmc.FACEMESH_LEFT_EYEBROW,
-                 fmc.FACEMESH_RIGHT_EYEBROW, fmc.FACEMESH_LIPS):
-        idx = sorted({i for pair in part for i in pair})
+    for idx in feature_indices().values():
         hull = cv2.convexHull(np.round(mesh[idx]).astype(np.int32))
         cv2.fillConvexPoly(mask, hull, 1)
     return cv2.dilate(mask, disk(grow)).astype(bool)

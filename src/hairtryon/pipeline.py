@@ -10,6 +10,7 @@ resolution, so pixels far from the hair are the target's own, unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
@@ -25,9 +26,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import alignment, checks, compositing, inpainting, mapping, rebuild, refinement
-from .errors import HairTryOnError
+from .errors import HairTryOnError, describe
 from .framing import Frame, disk
-from .images import ImageLike, load_image
+from .images import ImageLike, Photo, grey_rgb, load_photo
 from .landmarks import Landmarker, Landmarks, default_landmarker
 from .segmentation import FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
 
@@ -73,6 +74,8 @@ class FaceAnalysis:
     ``image``: (H, W, 3) uint8 the whole photo. ``landmarks``: in photo coordinates.
     ``frame``: the work frame. ``crop``: (S, S, 3) uint8 the frame's pixels.
     ``semantic``: :class:`SemanticMap` of the crop, (S, S) labels and (5, S, S) probabilities.
+    ``photo``: the loaded :class:`~hairtryon.images.Photo` (its alpha, greyness, name).
+    ``faces_found``: how many faces the photo shows (``landmarks`` is one of them).
     ``others``: the other faces found in the photo (photo coordinates).
     """
 
@@ -81,6 +84,8 @@ class FaceAnalysis:
     frame: Frame
     crop: np.ndarray
     semantic: SemanticMap
+    photo: Optional[Photo] = None
+    faces_found: int = 1
     others: list = field(default_factory=list)
 
     @property
@@ -97,9 +102,19 @@ class FaceAnalysis:
 
     @cached_property
     def inside(self) -> np.ndarray:
-        """(S, S) bool: frame pixels that lie inside the photo (the rest is padding)."""
-        ones = np.ones(self.image.shape[:2], np.uint8)
-        return self.frame.extract(ones, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0).astype(bool)
+        """(S, S) bool: frame pixels that lie inside the photo (the rest is padding). Nearest
+        sampling is separable: one row and one column are resampled, not a photo-sized mask."""
+        f = self.frame
+
+        def axis(n: int, start: int) -> np.ndarray:
+            line = np.zeros((f.side, 1), np.uint8)
+            line[max(0, -start): max(0, min(f.side, n - start))] = 1
+            if f.size != f.side:
+                line = cv2.resize(line, (1, f.size), interpolation=cv2.INTER_NEAREST).reshape(f.size, 1)
+            return line[:, 0].astype(bool)
+
+        h, w = self.image.shape[:2]
+        return axis(h, f.y0)[:, None] & axis(w, f.x0)[None, :]
 
     def face_region(self) -> np.ndarray:
         """(S, S) bool: the face silhouette from the landmarks, raised a little at the top (the
@@ -140,7 +155,10 @@ class TryOnResult:
     gaps beside the face), ``mapping_mask`` (S, S) uint8 labels, ``removed``/``artifacts`` (S, S) bool, ``paste_alpha`` (S, S) float32.
     ``timings``: seconds per stage (and ``total``). ``meta``: alignment kind, fallbacks, frame;
     ``meta['warnings']``: the one-line messages a person should read (the CLI prints them, the
-    web page shows them).
+    web page shows them); ``meta['faces']``: faces found in the target and the source.
+    ``alpha``: (H, W) uint8 the result's transparency when the target has an alpha channel (the
+    target's own outside what changed; the new hair's from its matte), else None.
+    :attr:`output` is the result in the target's own kind (grey, grey+alpha, RGBA or RGB).
     """
 
     image: np.ndarray
@@ -151,6 +169,15 @@ class TryOnResult:
     source: Optional[FaceAnalysis] = None
     _make_stages: Optional[Callable[[], Dict[str, np.ndarray]]] = field(default=None, repr=False)
     _stages: Optional[Dict[str, np.ndarray]] = field(default=None, repr=False)
+    alpha: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def output(self) -> np.ndarray:
+        """The result as the target photo was: (H, W) uint8 for a grey target, (H, W, 2) grey +
+        alpha, (H, W, 4) RGBA for a target with transparency, else (H, W, 3) RGB (``image``).
+        This is what the CLI writes."""
+        photo = self.target.photo if self.target is not None else None
+        return self.image if photo is None else photo.restore(self.image, self.alpha)
 
     @property
     def stages(self) -> Dict[str, np.ndarray]:
@@ -195,11 +222,14 @@ class HairTryOn:
     ``work_size``: largest side the work frame is processed at (default 1536).
     ``diffusion_model``: hub id or local diffusers folder for SDEdit (default
     ``google/ddpm-ema-celebahq-256``), loaded on first use, on ``device`` in ``precision``.
+    ``max_pixels``: photos with more pixels are refused before decoding (default
+    :data:`hairtryon.images.MAX_PIXELS`; a server can lower it).
     """
 
     def __init__(self, segmenter="bisenet", landmarker: Optional[Landmarker] = None,
                  work_size: int = MAX_WORK_SIZE, cache_size: int = 8, diffusion_model: Optional[str] = None,
-                 device: str = "auto", precision: str = "auto"):
+                 device: str = "auto", precision: str = "auto", max_pixels: Optional[int] = None):
+        self.max_pixels = max_pixels
         self.segmenter: Segmenter = get_segmenter(segmenter) if isinstance(segmenter, str) else segmenter
         self.landmarker = landmarker or default_landmarker()
         self.diffusion_model, self.device, self.precision = diffusion_model, device, precision
@@ -210,16 +240,23 @@ class HairTryOn:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ per-photo analysis
-    def analyze(self, image: ImageLike, face_index: int = 0) -> FaceAnalysis:
+    def load(self, image: ImageLike, role: str = "") -> Photo:
+        """A photo loaded for the try-on (:func:`~hairtryon.images.load_photo` with this tool's
+        pixel limit); ``role`` ('target' or 'source') names it in messages."""
+        return load_photo(image, role, self.max_pixels)
+
+    def analyze(self, image: ImageLike, face_index: int = 0, role: str = "") -> FaceAnalysis:
         """Landmarks, work frame and semantic map of a photo (cached: a photo seen before costs
-        nothing)."""
-        image = load_image(image)
-        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape, face_index)
+        nothing). ``role`` ('target' or 'source') names the photo in error messages."""
+        photo = self.load(image, role)
+        image = photo.rgb
+        key = (hashlib.blake2b(memoryview(image), digest_size=16).hexdigest(), image.shape, face_index)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
-                return self._cache[key]
-        lm, faces = self.landmarker.find(image, face_index)
+                cached = self._cache[key]  # the same pixels; this photo's own alpha, greyness and name
+                return cached if cached.photo is photo else dataclasses.replace(cached, photo=photo)
+        lm, faces = self.landmarker.find(image, face_index, what=describe(photo.name, role))
         frame = lm.head_frame(self.work_size, WORK_FRAME_SCALE)
         frame = frame.with_size(min(frame.side, self.work_size))
         probs, parts = segment_frame(image, frame, self.segmenter, parts=True)
@@ -232,7 +269,7 @@ class HairTryOn:
         crop = frame.extract(image)
         analysis = FaceAnalysis(image, lm, frame, crop, SemanticMap(labels_from_probs(probs), probs,
                                                                     {"segmenter": self.segmenter.name}, parts),
-                                [f for f in faces if f is not lm])
+                                photo, len(faces), [f for f in faces if f is not lm])
         with self._lock:
             self._cache[key] = analysis
             while len(self._cache) > self._cache_size:
@@ -273,6 +310,7 @@ class HairTryOn:
             raise HairTryOnError(f"unknown refine mode '{refine}': use one of {', '.join(REFINE_MODES)}.")
         options = SDEditOptions(**sdedit_options)
         t_start = time.perf_counter()
+        target, source = self.load(target, "target"), self.load(source, "source")  # bad files fail first
         model, fallback = self.diffusion(refine)
         bar = tqdm(total=5 + 2 * (refine != "none") + (model is not None), desc="hairtryon", delay=1.0,
                    leave=False, disable=not progress)
@@ -286,16 +324,20 @@ class HairTryOn:
                     edit = self.sdedit(tgt, mapping, final, paste_alpha, model, options, progress)
                 final, paste_alpha = edit.image, np.maximum(paste_alpha, edit.region)
             with clock("paste_back"):
-                image = paste_back(tgt.image, tgt.frame, final, paste_alpha,
-                                   keep=None if edit is None else edit.keep)
+                keep = None if edit is None else edit.keep
+                image, alpha = _paste_result(tgt, mapping, final, paste_alpha, keep, artifacts)
         finally:
             bar.close()
         meta = {"frame": tgt.frame, "segmenter": self.segmenter.name, "alignment": mapping.alignment.kind,
                 "refine": "sdedit" if model is not None else ("none" if refine == "none" else "classic")}
         if mapping.alignment.reason:
             meta["alignment_fallback"] = mapping.alignment.reason
-        # one-line messages for the person: the CLI prints them, the web page shows them
-        meta["warnings"] = [c.message for c in found.concerns]  # declines only when forced
+        meta["warnings"] = []  # one-line messages for the person: the CLI prints them, the web page shows them
+        meta["faces"] = {"target": tgt.faces_found, "source": src.faces_found}
+        for role, photo, analysis, index in (("target", target, tgt, target_face), ("source", source, src, source_face)):
+            meta["warnings"].extend(photo.notes)
+            meta["warnings"].extend(_faces_note(describe(photo.name, role), role, analysis.faces_found, index))
+        meta["warnings"] += [c.message for c in found.concerns]  # declines only when forced
         meta["concerns"] = [dict(code=c.code, photo=c.photo, message=c.message, declined=c.decline, value=c.value)
                             for c in found.concerns]
         if fallback:
@@ -312,14 +354,15 @@ class HairTryOn:
         if edit is not None:
             masks["edit_keep"] = edit.keep
         return TryOnResult(image, masks, dict(clock.timings, total=time.perf_counter() - t_start), meta, tgt, src,
-                           lambda: _stage_pictures(tgt, src, mapping, parsed, artifacts, classic, image, edit))
+                           lambda: _stage_pictures(tgt, src, mapping, parsed, artifacts, classic, image, edit),
+                           alpha=alpha)
 
     def _classic(self, target, source, fast_marching: bool, target_face: int, source_face: int, clock: "_Clock",
                  force: bool = False):
         """Analysis, checks, mapping and (optionally) fast marching: everything before SDEdit."""
         with clock("analysis"):
-            tgt = self.analyze(target, target_face)
-            src = self.analyze(source, source_face)
+            tgt = self.analyze(target, target_face, "target")
+            src = self.analyze(source, source_face, "source")
         with clock("checks"):
             found = self.check_photos(tgt, src)
             found.raise_if_declined(force)
@@ -332,6 +375,7 @@ class HairTryOn:
         changed = mapping.removed | artifacts
         # the fills blend into their surroundings, but never into the target's face
         feather = np.where(tgt.semantic.labels == FACE, changed, _feather(changed, max(1.0, tgt.frame.size / 512)))
+        mapping.changed_alpha = feather
         paste_alpha = np.maximum(mapping.layer.alpha, feather)
         return tgt, src, mapping, final, artifacts, parsed, paste_alpha, found
 
@@ -339,22 +383,24 @@ class HairTryOn:
               progress: bool = False, **sdedit_options):
         """SDEdit of one try-on at several noise levels (the paper's Figure 12). Needs the
         diffusion model. Returns (grid (H, W, 3) uint8 labelled: input, composite, one result per
-        level; [(level, (H, W, 3) uint8 full-resolution result)])."""
+        level; [(level, full-resolution result in the target's own kind, see TryOnResult.output)])."""
         from .visualize import labelled_grid
 
         levels = [int(v) for v in levels]
         for level in levels:
             SDEditOptions(noise_level=level, **sdedit_options)  # validate all before any work
+        target, source = self.load(target, "target"), self.load(source, "source")
         model, _ = self.diffusion("sdedit")
-        tgt, src, mapping, final, _, _, paste_alpha, _ = self._classic(target, source, True, target_face,
-                                                                       source_face, _Clock(None))
+        tgt, src, mapping, final, artifacts, _, paste_alpha, _ = self._classic(target, source, True, target_face,
+                                                                               source_face, _Clock(None))
         tiles = [("input", tgt.crop), ("composite", final)]
         results = []
         for level in levels:
             edit = self.sdedit(tgt, mapping, final, paste_alpha, model,
                                SDEditOptions(noise_level=level, **sdedit_options), progress)
-            image = paste_back(tgt.image, tgt.frame, edit.image, np.maximum(paste_alpha, edit.region), keep=edit.keep)
-            results.append((level, image))
+            image, alpha = _paste_result(tgt, mapping, edit.image, np.maximum(paste_alpha, edit.region), edit.keep,
+                                         artifacts)
+            results.append((level, tgt.photo.restore(image, alpha) if tgt.photo is not None else image))
             tiles.append((f"t0 = {level}", tgt.frame.extract(image)))
         return labelled_grid(tiles, cols=len(tiles), tile=256), results
 
@@ -396,7 +442,8 @@ class HairTryOn:
             mesh = frame.to_frame_points(a.landmarks.mesh)
             hands = [frame.to_frame_points(h) for h in self._hands(a)] if role == "source" else []
             others = [frame.to_frame_points(o.mesh) for o in a.others] if role == "source" else []
-            found.concerns += checks.photo_checks(role, a.semantic.prob(HAIR), a.semantic.parts.get("hat"), mesh,
+            found.concerns += checks.photo_checks(role, a.semantic.prob(HAIR), a.semantic.parts.get("hat"),
+                                                  a.landmarks.yaw_degrees,
                                                   a.inside, hands, others, float(np.ptp(mesh[:, 0])))
         return found
 
@@ -409,7 +456,7 @@ class HairTryOn:
         changed = (mapping.layer.alpha > 0.1) | mapping.removed
         hands = [f.to_frame_points(h) for h in self._hands(tgt)]
         others = [f.to_frame_points(o.mesh) for o in tgt.others]
-        found = checks.pair_checks(checks.yaw_degrees(tgt.landmarks.mesh), checks.yaw_degrees(src.landmarks.mesh),
+        found = checks.pair_checks(tgt.landmarks.yaw_degrees, src.landmarks.yaw_degrees,
                                    changed & tgt.inside, hands, others, face_width)
         # the source photo's edges, where they cut its hair off, moved onto the target
         visible = {}
@@ -449,13 +496,13 @@ class HairTryOn:
     def regions(self, tgt: FaceAnalysis) -> "mapping.TargetRegions":
         """The target's old hair, face outline and body outline in its frame, found once."""
         if "regions" not in tgt.__dict__:
-            from .landmarks import _FACE_OVAL
+            from .landmarks import face_oval_indices
 
             body = self.body(tgt)
             shoulders = None if body.shoulders is None else tgt.frame.to_frame_points(body.shoulders)
             tgt.__dict__["regions"] = mapping.target_regions(
                 tgt.crop, tgt.semantic.labels, tgt.semantic.prob(HAIR), tgt.frame.to_frame_points(tgt.landmarks.mesh),
-                _FACE_OVAL, shoulders, tgt.inside, tgt.unit)
+                face_oval_indices(), shoulders, tgt.inside, tgt.unit)
         return tgt.__dict__["regions"]
 
     def map_hair(self, tgt: FaceAnalysis, src: FaceAnalysis, clock: Optional[_Clock] = None) -> "Mapping":
@@ -572,6 +619,7 @@ class Mapping:
     intended: np.ndarray
     hairless: np.ndarray
     composite: np.ndarray
+    changed_alpha: Optional[np.ndarray] = None  # (S, S) float32: where the try-on rebuilt, feathered
 
 
 def _stage_pictures(tgt: FaceAnalysis, src: FaceAnalysis, mapping: Mapping, parsed: Optional[SemanticMap],
@@ -623,23 +671,99 @@ def _stage_pictures(tgt: FaceAnalysis, src: FaceAnalysis, mapping: Mapping, pars
 
 
 def paste_back(image: np.ndarray, frame: Frame, content: np.ndarray, alpha: np.ndarray,
-               keep: Optional[np.ndarray] = None) -> np.ndarray:
-    """Blend work-frame ``content`` ((S, S, 3) uint8) into the photo ``image`` ((H, W, 3) uint8)
-    with ``alpha`` ((S, S) float32), both upsampled to the frame's own pixels. Where alpha is 0,
-    and wherever ``keep`` ((S, S) bool, upsampled nearest) is True, the photo's pixels are
-    returned unchanged. Returns a new (H, W, 3) uint8 image."""
+               keep: Optional[np.ndarray] = None, strip: int = 512) -> np.ndarray:
+    """Blend work-frame ``content`` ((S, S, 3) uint8, or (S, S) for a one-channel ``image``)
+    into the photo ``image`` ((H, W, 3) or (H, W) uint8) with ``alpha`` ((S, S) float32), both
+    resampled (bilinear) to the photo's pixels. Where alpha is 0, and wherever ``keep``
+    ((S, S) bool, resampled nearest) is True, the photo's pixels are returned unchanged.
+    Returns a new image like ``image``.
+
+    Only the photo's rows and columns under ``alpha > 0`` are resampled, in bands of ``strip``
+    rows, so a 12000x12000 photo costs one copy of itself and a few bands."""
     out = image.copy()
-    rows, cols, brows, bcols = frame.roi()
-    a = frame.to_image_box(alpha.astype(np.float32))[brows, bcols]
+    rows, cols, _, _ = frame.roi()
+    sel = alpha > 0
     if keep is not None:
-        a = np.where(frame.to_image_box(keep.astype(np.uint8), cv2.INTER_NEAREST)[brows, bcols] > 0, 0.0, a)
-    c = frame.to_image_box(content)[brows, bcols].astype(np.float32)
-    sel = a > 0
-    if sel.any():
-        region = out[rows, cols]
-        blend = region.astype(np.float32) * (1.0 - a[..., None]) + c * a[..., None]
-        region[sel] = np.clip(np.round(blend[sel]), 0, 255).astype(np.uint8)
+        sel &= ~keep
+    ys, xs = np.nonzero(sel.any(axis=1))[0], np.nonzero(sel.any(axis=0))[0]
+    if not len(ys):
+        return out
+    inv = 1.0 / frame.scale  # photo pixels per frame pixel; frame pixel f -> photo (f + 0.5) * inv - 0.5 + x0
+    iy0 = max(rows.start, int(np.floor(frame.y0 + (ys[0] - 1) * inv)))
+    iy1 = min(rows.stop, int(np.ceil(frame.y0 + (ys[-1] + 2) * inv)) + 1)
+    ix0 = max(cols.start, int(np.floor(frame.x0 + (xs[0] - 1) * inv)))
+    ix1 = min(cols.stop, int(np.ceil(frame.x0 + (xs[-1] + 2) * inv)) + 1)
+    if iy1 <= iy0 or ix1 <= ix0:
+        return out
+    to_frame = frame.matrix()
+    alpha = np.ascontiguousarray(alpha, np.float32)
+    linear = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    # ``keep`` is sampled as cv2.resize(INTER_NEAREST) samples it (what Frame.to_image_box gives)
+    nearest_step = 1.0 / (frame.side / frame.size)
+    keep_cols = None
+    if keep is not None:
+        keep_cols = np.minimum(np.floor((np.arange(ix0, ix1) - frame.x0) * nearest_step).astype(np.int64),
+                               frame.size - 1)
+    for y0 in range(iy0, iy1, strip):
+        y1 = min(y0 + strip, iy1)
+        m = (to_frame @ np.array([[1.0, 0.0, ix0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]]))[:2]  # band pixel -> frame
+        size = (ix1 - ix0, y1 - y0)
+        a = cv2.warpAffine(alpha, m, size, flags=linear, borderMode=cv2.BORDER_REPLICATE)
+        if keep is not None:
+            keep_rows = np.minimum(np.floor((np.arange(y0, y1) - frame.y0) * nearest_step).astype(np.int64),
+                                   frame.size - 1)
+            a[keep[keep_rows[:, None], keep_cols[None, :]]] = 0
+        if not (a > 0).any():
+            continue
+        c = cv2.warpAffine(content, m, size, flags=linear, borderMode=cv2.BORDER_REPLICATE)
+        region = out[y0:y1, ix0:ix1]
+        # (1 - a) * photo + a * content, rounded; exactly the photo's pixel where a == 0
+        np.clip(a, 0.0, 1.0, out=a)
+        region[...] = cv2.blendLinear(np.ascontiguousarray(region), c, 1.0 - a, a)
     return out
+
+
+def _paste_result(tgt: FaceAnalysis, mapping: "Mapping", final: np.ndarray, paste_alpha: np.ndarray,
+                  keep: Optional[np.ndarray], rebuilt: np.ndarray):
+    """The try-on's work frame pasted back into the target photo, in the photo's own kind:
+    a grey target gets the new content in grey; a target with transparency gets its alpha
+    pasted back too (the new hair's alpha is its matte; where the old hair's place was rebuilt
+    the alpha is rebuilt from the alpha around it). ``rebuilt``: (S, S) bool artifacts filled by
+    fast marching. Returns (image (H, W, 3) uint8, alpha (H, W) uint8 or None)."""
+    photo = tgt.photo
+    layer = mapping.layer
+    if keep is None and mapping.changed_alpha is not None:
+        # the classic result: what was rebuilt (the mapping's hairless target with the artifacts
+        # filled) goes in first, then the new hair over it at the photo's resolution, so every
+        # pixel gets the hair at its matte's weight once (not the matte squared at the rim)
+        background = np.where(rebuilt[..., None], final, mapping.hairless)
+        hair = np.clip(np.round(layer.foreground), 0, 255).astype(np.uint8)
+        if photo is not None and photo.grey:
+            background, hair = grey_rgb(background), grey_rgb(hair)
+        image = paste_back(tgt.image, tgt.frame, background, mapping.changed_alpha)
+        image = paste_back(image, tgt.frame, hair, layer.alpha)
+    else:
+        if photo is not None and photo.grey:
+            final = grey_rgb(final)
+        image = paste_back(tgt.image, tgt.frame, final, paste_alpha, keep=keep)
+    if photo is None or photo.alpha is None:
+        return image, None
+    base = tgt.frame.extract(photo.alpha)
+    holes = (mapping.removed | rebuilt).astype(np.uint8)
+    if holes.any():
+        base = cv2.inpaint(base, holes, 3, cv2.INPAINT_TELEA)
+    hair = mapping.layer.alpha.astype(np.float32)
+    content = np.clip(np.round(255.0 * hair + (1.0 - hair) * base.astype(np.float32)), 0, 255).astype(np.uint8)
+    return image, paste_back(photo.alpha, tgt.frame, content, paste_alpha, keep=keep)
+
+
+def _faces_note(what: str, role: str, found: int, index: int) -> list:
+    """The warning for a photo with several faces: how many, which was used, how to choose."""
+    if found <= 1:
+        return []
+    used = "face 0 (the largest)" if index == 0 else f"face {index}"
+    return [f"{what} shows {found} faces; {used} was used: choose another with --{role}-face N "
+            f"(0 to {found - 1}, largest first)."]
 
 
 _DEFAULT_TOOLS: Dict[str, HairTryOn] = {}
