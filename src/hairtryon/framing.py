@@ -70,6 +70,20 @@ class Frame:
         return (slice(iy0, iy1), slice(ix0, ix1),
                 slice(iy0 - self.y0, iy1 - self.y0), slice(ix0 - self.x0, ix1 - self.x0))
 
+    def inside(self) -> np.ndarray:
+        """(size, size) bool: the frame's pixels that lie inside the photo (the rest is padding),
+        as :meth:`extract` of an all-ones mask with nearest sampling would give. Separable: one
+        row and one column are resampled, not a photo-sized mask."""
+        def axis(n: int, start: int) -> np.ndarray:
+            line = np.zeros((self.side, 1), np.uint8)
+            line[max(0, -start): max(0, min(self.side, n - start))] = 1
+            if self.size != self.side:
+                line = cv2.resize(line, (1, self.size), interpolation=cv2.INTER_NEAREST).reshape(self.size, 1)
+            return line[:, 0].astype(bool)
+
+        h, w = self.image_hw
+        return axis(h, self.y0)[:, None] & axis(w, self.x0)[None, :]
+
     def extract(self, image: np.ndarray, interpolation: int = -1,
                 border: int = cv2.BORDER_REPLICATE, border_value=0) -> np.ndarray:
         """The box's pixels of ``image`` (H, W[, C]) resized to (size, size[, C]).

@@ -59,19 +59,20 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
         skin &= ~keep
     if skin.sum() < 50:
         skin = face
-    skin_col = np.median(lab[skin], axis=0)
-    hair_col = np.median(lab[cv2.erode(hair, disk(2)).astype(bool) | hair.astype(bool)], axis=0)
-    d_skin = np.linalg.norm(lab - skin_col, axis=-1)
-    d_hair = np.linalg.norm(lab - hair_col, axis=-1)
+    skin_col = np.median(lab[skin], axis=0).astype(np.float32)
+    hair_col = np.median(lab[hair.astype(bool)], axis=0).astype(np.float32)
+    d_skin = _distance(lab, skin_col)
+    d_hair = _distance(lab, hair_col)
     spread = 1.4826 * np.median(np.abs(lab[skin][:, 0] - skin_col[0])) + 1.0
     near = grow(hair.astype(bool) & ~face, face_margin_px)
     # hair-coloured, or darker than the skin around it (the hair's shadow, baby hairs and
     # translucent strands along the hairline)
     from .compositing import normalized_blur
 
-    local = normalized_blur(lab[..., :1], skin, 1.5 * face_margin_px)[..., 0]
+    local = normalized_blur(lab, skin, 1.5 * face_margin_px)[..., 0]
     local = np.where(np.isnan(local), skin_col[0], local)
-    darker = lab[..., 0] < np.minimum(local, skin_col[0] + spread) - max(1.0 * spread, 4.0)
+    darker = (lab[..., 0] < skin_col[0] - 1.5 * spread) | \
+        (lab[..., 0] < np.minimum(local, skin_col[0] + spread) - max(1.0 * spread, 4.0))
     taken = face & near & ((d_hair < 0.8 * d_skin) | darker)
     if keep is not None:
         taken &= ~keep
@@ -80,6 +81,13 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     ids = np.unique(comp[hair.astype(bool)])
     taken &= np.isin(comp, ids[ids > 0])
     return ((wide & ~face) | taken | (hair.astype(bool) & ~face)) & ~ears
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distance along the last axis, in float32 (no photo-sized float64 temporaries)."""
+    d = np.subtract(a, b, dtype=np.float32)
+    np.multiply(d, d, out=d)
+    return np.sqrt(d.sum(axis=-1, dtype=np.float32))
 
 
 def stray_strands(image: np.ndarray, hair: np.ndarray, face: np.ndarray, band_px: int) -> np.ndarray:
@@ -101,12 +109,13 @@ def stray_strands(image: np.ndarray, hair: np.ndarray, face: np.ndarray, band_px
     sigma = 2.0 * band_px
     hair_col = normalized_blur(lab, core, sigma)
     bg_col = normalized_blur(lab, far, sigma)
-    global_hair = np.median(lab[core], axis=0)
+    global_hair = np.median(lab[core], axis=0).astype(np.float32)
     hair_col = np.where(np.isnan(hair_col), global_hair, hair_col)
     ok = ~np.isnan(bg_col[..., 0])
-    d_hair = np.linalg.norm(lab - hair_col, axis=-1)
-    d_bg = np.linalg.norm(lab - np.where(ok[..., None], bg_col, lab), axis=-1)
-    separation = np.linalg.norm(hair_col - np.where(ok[..., None], bg_col, hair_col), axis=-1)
+    bg_col = np.where(ok[..., None], bg_col, hair_col)
+    d_hair = _distance(lab, hair_col)
+    d_bg = np.where(ok, _distance(lab, bg_col), np.inf)
+    separation = _distance(hair_col, bg_col)
     strand = band & ok & (separation > 12.0) & (d_hair < 0.6 * d_bg)
     # keep only what touches the hair (through other strand pixels)
     n, comp = cv2.connectedComponents((strand | hair).astype(np.uint8), connectivity=8)

@@ -102,19 +102,8 @@ class FaceAnalysis:
 
     @cached_property
     def inside(self) -> np.ndarray:
-        """(S, S) bool: frame pixels that lie inside the photo (the rest is padding). Nearest
-        sampling is separable: one row and one column are resampled, not a photo-sized mask."""
-        f = self.frame
-
-        def axis(n: int, start: int) -> np.ndarray:
-            line = np.zeros((f.side, 1), np.uint8)
-            line[max(0, -start): max(0, min(f.side, n - start))] = 1
-            if f.size != f.side:
-                line = cv2.resize(line, (1, f.size), interpolation=cv2.INTER_NEAREST).reshape(f.size, 1)
-            return line[:, 0].astype(bool)
-
-        h, w = self.image.shape[:2]
-        return axis(h, f.y0)[:, None] & axis(w, f.x0)[None, :]
+        """(S, S) bool: frame pixels that lie inside the photo (the rest is padding)."""
+        return self.frame.inside()
 
     def face_region(self) -> np.ndarray:
         """(S, S) bool: the face silhouette from the landmarks, raised a little at the top (the
@@ -260,8 +249,7 @@ class HairTryOn:
         frame = lm.head_frame(self.work_size, WORK_FRAME_SCALE)
         frame = frame.with_size(min(frame.side, self.work_size))
         probs, parts = segment_frame(image, frame, self.segmenter, parts=True)
-        inside = frame.extract(np.ones(image.shape[:2], np.uint8), cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0) > 0
-        if hair_runs_off(labels_from_probs(probs), inside):  # long hair: a wider frame holds all of it
+        if hair_runs_off(labels_from_probs(probs), frame.inside()):  # long hair: a wider frame holds all of it
             wide = lm.head_frame(self.work_size, WIDE_FRAME_SCALE)
             wide = wide.with_size(min(wide.side, self.work_size))
             probs, parts = segment_wide(image, frame, wide, self.segmenter, probs, parts)
@@ -736,12 +724,15 @@ def _paste_result(tgt: FaceAnalysis, mapping: "Mapping", final: np.ndarray, past
         # the classic result: what was rebuilt (the mapping's hairless target with the artifacts
         # filled) goes in first, then the new hair over it at the photo's resolution, so every
         # pixel gets the hair at its matte's weight once (not the matte squared at the rim)
-        background = np.where(rebuilt[..., None], final, mapping.hairless)
-        hair = np.clip(np.round(layer.foreground), 0, 255).astype(np.uint8)
+        # (in one paste: p = 1 - (1 - c)(1 - a), content = (c (1 - a) background + a hair) / p)
+        c, a = mapping.changed_alpha.astype(np.float32)[..., None], layer.alpha.astype(np.float32)[..., None]
+        background = np.where(rebuilt[..., None], final, mapping.hairless).astype(np.float32)
+        p = c + a - c * a
+        content = (c * (1 - a) * background + a * layer.foreground) / np.maximum(p, 1e-6)
+        content = np.clip(np.round(content), 0, 255).astype(np.uint8)
         if photo is not None and photo.grey:
-            background, hair = grey_rgb(background), grey_rgb(hair)
-        image = paste_back(tgt.image, tgt.frame, background, mapping.changed_alpha)
-        image = paste_back(image, tgt.frame, hair, layer.alpha)
+            content = grey_rgb(content)
+        image = paste_back(tgt.image, tgt.frame, content, p[..., 0])
     else:
         if photo is not None and photo.grey:
             final = grey_rgb(final)

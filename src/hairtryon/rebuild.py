@@ -220,14 +220,11 @@ def skin_fill(image: np.ndarray, hole: np.ndarray, skin: np.ndarray, face: np.nd
     sub_hole = hole[rows, cols]
     img = image[rows, cols].astype(np.float32)
     sub_face = face[rows, cols] & ~sub_hole
-    # tone and shading: the membrane through the visible plain skin around the hole (not
-    # through the shadow and baby hairs along an old hairline: the rebuilt skin is the skin's
-    # own, and the face outside the hole stays the target's own, bit for bit)
+    # tone and shading: the membrane through the visible face's own pixels, exact at the hole's
+    # border (the face outside the hole stays the target's own, bit for bit; the shadow and
+    # strands along the old hair's edge were taken with the old hair)
     redo = sub_hole
-    anchor = skin[rows, cols] & ~sub_hole
-    if anchor.sum() < 50:
-        anchor = sub_face
-    low_target = membrane(img, anchor, scale=max(2.0, s / 200))
+    low_target = membrane(img, sub_face, scale=max(2.0, s / 200))
     full_redo = np.zeros_like(hole)
     full_redo[rows, cols] = redo
     donor = patch_fill(image, full_redo, skin & ~full_redo, max_side=512, patch_radius=3, margin=0.5,
