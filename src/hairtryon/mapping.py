@@ -321,6 +321,11 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
     eyes = np.stack([mesh[list(IMAGE_LEFT_EYE)].mean(0), mesh[list(IMAGE_RIGHT_EYE)].mean(0)])
     eye_y, chin = eyes[:, 1].mean(), mesh[CHIN].astype(np.float64)
     face = face_outline(oval, eye_y, chin[1], labels == FACE)
+    # only this person's hair: the parts of it that reach this face (in a group photo the parser
+    # also finds the hair of the people around)
+    n, comp = cv2.connectedComponents(removed.astype(np.uint8), connectivity=8)
+    ids = np.unique(comp[grow(face, s / 20) & removed])
+    removed &= np.isin(comp, ids[ids > 0])
     face_width = float(np.ptp(oval[:, 0]))
     axis = mesh[FOREHEAD] - mesh[CHIN]
     body, neck = body_outline(labels, removed, oval, chin, axis, valid_shoulders(shoulders, chin, face_width))

@@ -234,12 +234,14 @@ class HairTryOn:
         pixel limit); ``role`` ('target' or 'source') names it in messages."""
         return load_photo(image, role, self.max_pixels)
 
-    def analyze(self, image: ImageLike, face_index: int = 0, role: str = "") -> FaceAnalysis:
+    def analyze(self, image: ImageLike, face_index: int = 0, role: str = "", wide: bool = False) -> FaceAnalysis:
         """Landmarks, work frame and semantic map of a photo (cached: a photo seen before costs
-        nothing). ``role`` ('target' or 'source') names the photo in error messages."""
+        nothing). ``role`` ('target' or 'source') names the photo in error messages. ``wide``:
+        work in the wide frame even if the photo's own hair fits the nominal one (a target whose
+        new hairstyle is bigger than its old one)."""
         photo = self.load(image, role)
         image = photo.rgb
-        key = (hashlib.blake2b(memoryview(image), digest_size=16).hexdigest(), image.shape, face_index)
+        key = (hashlib.blake2b(memoryview(image), digest_size=16).hexdigest(), image.shape, face_index, wide)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -249,7 +251,7 @@ class HairTryOn:
         frame = lm.head_frame(self.work_size, WORK_FRAME_SCALE)
         frame = frame.with_size(min(frame.side, self.work_size))
         probs, parts = segment_frame(image, frame, self.segmenter, parts=True)
-        if hair_runs_off(labels_from_probs(probs), frame.inside()):  # long hair: a wider frame holds all of it
+        if wide or hair_runs_off(labels_from_probs(probs), frame.inside()):  # long hair: a wider frame holds it
             wide = lm.head_frame(self.work_size, WIDE_FRAME_SCALE)
             wide = wide.with_size(min(wide.side, self.work_size))
             probs, parts = segment_wide(image, frame, wide, self.segmenter, probs, parts)
@@ -355,6 +357,12 @@ class HairTryOn:
             found = self.check_photos(tgt, src)
             found.raise_if_declined(force)
         mapping = self.map_hair(tgt, src, clock)
+        if tgt.frame.side < tgt.landmarks.head_frame(1, WIDE_FRAME_SCALE).side and \
+                hair_runs_off((mapping.layer.alpha > 0.5).astype(np.uint8) * HAIR, tgt.inside):
+            # the new hairstyle is bigger than the target's frame: map it again in the wide one
+            with clock("analysis"):
+                tgt = self.analyze(target, target_face, "target", wide=True)
+            mapping = self.map_hair(tgt, src, clock)
         found.concerns += self.check_pair(tgt, src, mapping)
         found.raise_if_declined(force)
         final, artifacts, parsed = mapping.composite, np.zeros_like(mapping.removed), None
@@ -545,7 +553,7 @@ class HairTryOn:
         cloth = (parts["cloth"] > parts["neck_skin"]) if "cloth" in parts else None
         known = ~regions.removed & tgt.inside
         return rebuild.rebuild(image, hole, under, known, features, regions.neck, cloth, regions.mirror,
-                               unit=tgt.unit).image
+                               unit=tgt.unit, mesh=tgt.frame.to_frame_points(tgt.landmarks.mesh)).image
 
     def fast_marching(self, tgt: FaceAnalysis, mapping: "Mapping", clock: Optional[_Clock] = None):
         """Paper 3.3.1: parse the mapping image again; where it disagrees with the mapping mask
