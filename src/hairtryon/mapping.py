@@ -253,6 +253,9 @@ def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width
     kernel = np.ones((1, 2 * int(width) + 1), np.uint8)
     closed = cv2.morphologyEx((body | face).astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
     gaps = closed & ~new_hair & ~face & removed
+    # rows where face and hair stood a little farther apart would leave a notch in it
+    tall = np.ones((2 * int(width) + 1, 1), np.uint8)
+    gaps |= cv2.morphologyEx(gaps.astype(np.uint8), cv2.MORPH_CLOSE, tall).astype(bool) & ~new_hair & ~face & removed
     gaps[int(max(0, below)):] = False
     return gaps
 

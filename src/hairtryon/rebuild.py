@@ -407,7 +407,7 @@ def grow_hair(foreground: np.ndarray, alpha: np.ndarray, gaps: np.ndarray, seed:
     if len(rows):
         length = max(2.0, s / 25)
         taper = np.clip((rows.max() - np.arange(gaps.shape[0])) / length, 0, 1).astype(np.float32)
-    grown_alpha = np.where(gaps, np.maximum(soft, 0.0), 0.0) * taper[:, None]
+    grown_alpha = np.where(gaps, np.clip(2.0 * soft, 0.0, 1.0), 0.0) * taper[:, None]
     new_alpha = np.maximum(alpha, grown_alpha).astype(np.float32)
     fg = np.where(gaps[..., None], grown.astype(np.float32), foreground).astype(np.float32)
     return fg, new_alpha
