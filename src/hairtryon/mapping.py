@@ -80,6 +80,12 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     n, comp = cv2.connectedComponents((taken | hair.astype(bool)).astype(np.uint8), connectivity=8)
     ids = np.unique(comp[hair.astype(bool)])
     taken &= np.isin(comp, ids[ids > 0])
+    # and the thin dark line the hair's edge leaves along what was taken
+    rim = face & grow(taken | (hair.astype(bool) & ~face), max(2.0, face_margin_px / 4)) & \
+        (lab[..., 0] < local - 1.0)
+    if keep is not None:
+        rim &= ~keep
+    taken |= rim
     return ((wide & ~face) | taken | (hair.astype(bool) & ~face)) & ~ears
 
 
@@ -196,8 +202,13 @@ def body_outline(labels: np.ndarray, removed: np.ndarray, oval: np.ndarray, chin
     far = down * 3.0 * s / max(abs(down[1]), 0.3)
     neck_l = base - side * half * 1.15
     neck_r = base + side * half * 1.15
-    left = _quadratic(neck_l, np.array([sl[0] + 0.55 * (neck_l[0] - sl[0]), (sl + lift)[1]]), sl + lift - out)
-    right = _quadratic(neck_r, np.array([sr[0] + 0.55 * (neck_r[0] - sr[0]), (sr + lift)[1]]), sr + lift + out)
+    # the shoulder's line falls gently from the neck's base to the shoulder's tip, then rounds
+    # down over the arm
+    def shoulder(neck_pt, tip):
+        ctrl = np.array([tip[0] + 0.5 * (neck_pt[0] - tip[0]), neck_pt[1] + 0.35 * (tip[1] - neck_pt[1])])
+        return _quadratic(neck_pt, ctrl, tip)
+    left = shoulder(neck_l, sl + lift - out)
+    right = shoulder(neck_r, sr + lift + out)
     poly = np.vstack([[top_l], [neck_l], left, [sl - out * 1.2 + far], [sr + out * 1.2 + far], right[::-1],
                       [neck_r], [top_r]])
     outline = np.zeros((s, s), np.uint8)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import alignment, checks, compositing, inpainting, mapping, rebuild, refinement
 from .errors import HairTryOnError, describe
-from .framing import Frame, disk
+from .framing import Frame, disk, grow
 from .images import ImageLike, Photo, grey_rgb, load_photo
 from .landmarks import Landmarker, Landmarks, default_landmarker
 from .segmentation import FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
@@ -370,7 +370,10 @@ class HairTryOn:
             final, artifacts, parsed = self.fast_marching(tgt, mapping, clock)
         changed = mapping.removed | artifacts
         # the fills blend into their surroundings, but never into the target's face
-        feather = np.where(tgt.semantic.labels == FACE, changed, _feather(changed, max(1.0, tgt.frame.size / 512)))
+        # (on the face only a pixel wider: what was taken as old hair is replaced all the way to
+        # its edge once resampled to the photo's own pixels)
+        face_edge = np.maximum(grow(changed, 1.0).astype(np.float32), 0.5 * grow(changed, 2.0))
+        feather = np.where(tgt.semantic.labels == FACE, face_edge, _feather(changed, max(1.0, tgt.frame.size / 512)))
         mapping.changed_alpha = feather
         paste_alpha = np.maximum(mapping.layer.alpha, feather)
         return tgt, src, mapping, final, artifacts, parsed, paste_alpha, found
@@ -737,6 +740,9 @@ def _paste_result(tgt: FaceAnalysis, mapping: "Mapping", final: np.ndarray, past
         background = np.where(rebuilt[..., None], final, mapping.hairless).astype(np.float32)
         p = c + a - c * a
         content = (c * (1 - a) * background + a * layer.foreground) / np.maximum(p, 1e-6)
+        # where nothing changes the content is the frame's own pixels: resampling to the photo
+        # blends neighbours, and a black there would darken the seam
+        content = np.where(p > 1e-3, content, final)
         content = np.clip(np.round(content), 0, 255).astype(np.uint8)
         if photo is not None and photo.grey:
             content = grey_rgb(content)

@@ -276,9 +276,8 @@ def mirror_brows(image: np.ndarray, hole: np.ndarray, mesh: np.ndarray, unit: Op
         hidden = (hull & hole).sum() / max(1, hull.sum())
         if hidden < min_hidden or (other_hull.astype(bool) & hole).sum() > max_hidden * max(1, other_hull.sum()):
             continue
-        m, _ = cv2.estimateAffine2D(mesh[this].astype(np.float32), mesh[other].astype(np.float32), method=0)
-        if m is None:
-            continue
+        src_pts = np.hstack([mesh[this], np.ones((len(this), 1))])  # least squares: brow -> mirrored brow
+        m = np.linalg.lstsq(src_pts, mesh[other], rcond=None)[0].T
         donor = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                borderMode=cv2.BORDER_REPLICATE)
         region = (hull & hole).astype(np.uint8)
@@ -380,6 +379,13 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
         if mesh is not None:
             out = mirror_brows(out, part, mesh, unit=s)
         out = silhouette_shading(out, under == FACE, hole, unit=s)
+    # where two rebuilt classes meet (a shoulder against the background), the edge is as soft
+    # as a photographed one, not a rasterised polygon's
+    seams = hole & (cv2.morphologyEx(np.where(hole, under, 255).astype(np.uint8), cv2.MORPH_GRADIENT,
+                                     disk(1)) > 0) & (under != FACE)
+    if seams.any():
+        soft = cv2.GaussianBlur(out, (0, 0), max(0.8, s / 700))
+        out[seams] = soft[seams]
     return Rebuild(out, hole.copy())
 
 
