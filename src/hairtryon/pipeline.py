@@ -24,12 +24,12 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import alignment, compositing, inpainting, refinement
+from . import alignment, compositing, inpainting, matting, refinement
 from .errors import HairTryOnError
 from .framing import Frame, disk
 from .images import ImageLike, load_image
 from .landmarks import Landmarker, Landmarks, default_landmarker
-from .segmentation import FACE, HAIR, PALETTE, SemanticMap, Segmenter, get_segmenter, labels_from_probs, segment_frame
+from .segmentation import BACKGROUND, FACE, HAIR, PALETTE, SemanticMap, Segmenter, get_segmenter, labels_from_probs, segment_frame
 
 WORK_FRAME_SCALE = 1.3  # work frame = FFHQ-like head framing widened 1.3x: room for long hair
 MAX_WORK_SIZE = 1536  # frames larger than this are worked at this size and upsampled on paste-back
@@ -103,6 +103,23 @@ class FaceAnalysis:
         mask = np.zeros((s, s), np.uint8)
         cv2.fillPoly(mask, [np.round(oval).astype(np.int32)], 1)
         return mask.astype(bool) | (self.semantic.labels == FACE)
+
+    @cached_property
+    def grain(self) -> "matting.Grain":
+        """The photo's grain and sharpness in its work frame, both from its face (the skin is the
+        flat region next to the hair that is in focus like it; backgrounds are often blurred or
+        flattened by JPEG)."""
+        return matting.measure_grain(self.crop, (self.semantic.labels == FACE) & self.inside)
+
+    @cached_property
+    def photo_grain(self) -> "matting.Grain":
+        """:attr:`grain` at the photo's own resolution (the same where the frame is worked at it)."""
+        f = self.frame
+        if f.size == f.side:
+            return self.grain
+        rows, cols, brows, bcols = f.roi()
+        labels = f.to_image_box(self.semantic.labels, cv2.INTER_NEAREST)[brows, bcols]
+        return matting.measure_grain(self.image[rows, cols], labels == FACE)
 
     def forehead_column(self) -> np.ndarray:
         """(S, S) bool: the band above the eyes as wide as the face's upper half (slightly
@@ -255,7 +272,7 @@ class HairTryOn:
         options = SDEditOptions(**sdedit_options)
         t_start = time.perf_counter()
         model, fallback = self.diffusion(refine)
-        bar = tqdm(total=5 + 2 * (refine != "none") + (model is not None), desc="hairtryon", delay=1.0,
+        bar = tqdm(total=6 + 2 * (refine != "none") + (model is not None), desc="hairtryon", delay=1.0,
                    leave=False, disable=not progress)
         clock = _Clock(bar)
         try:
@@ -269,6 +286,9 @@ class HairTryOn:
             with clock("paste_back"):
                 image = paste_back(tgt.image, tgt.frame, final, paste_alpha,
                                    keep=None if edit is None else edit.keep)
+                # the new hair's sharpness and grain at the photo's own resolution (a frame
+                # smaller than the photo upsampled it on the way back)
+                image = matting.photo_finish(image, tgt.frame, mapping.layer.alpha, tgt.photo_grain)
         finally:
             bar.close()
         meta = {"frame": tgt.frame, "segmenter": self.segmenter.name, "alignment": mapping.alignment.kind,
@@ -276,6 +296,10 @@ class HairTryOn:
         if mapping.alignment.reason:
             meta["alignment_fallback"] = mapping.alignment.reason
         meta["warnings"] = []  # one-line messages for the person: the CLI prints them, the web page shows them
+        if mapping.hair_upscale > matting.HAIR_UPSCALE_NOTE:
+            meta["hair_upscale"] = round(mapping.hair_upscale, 2)
+        if matting.upscale_warning(mapping.hair_upscale):
+            meta["warnings"].append(matting.upscale_warning(mapping.hair_upscale))
         if fallback:
             meta["refine_fallback"] = fallback
             meta["warnings"].append(fallback)
@@ -378,9 +402,16 @@ class HairTryOn:
             edge = cv2.distanceTransform((src_photo | ~inside).astype(np.uint8), cv2.DIST_L2, 3)
             fade = np.clip(edge / max(2.0, 0.05 * s), 0, 1).astype(np.float32)
 
-        with clock("cropping"):  # 3.2.3
-            layer = compositing.crop_source_hair(warped, warped_labels == HAIR)
+        with clock("matting"):  # 3.2.3: the source's hair as a layer, matted in the photo it was shot in
+            layer = matting.pull_hair(src.crop, src.semantic.prob(HAIR), matting.face_size(src.points),
+                                      background=src.semantic.labels == BACKGROUND, inside=src.inside)
+            layer = matting.warp_layer(layer, warp, (s, s))
+            upscale = matting.warp_scale(warp, src.points.mean(axis=0))  # source frame px -> target frame px
+            layer = matting.match_grain(layer, tgt.grain, src.grain, upscale)
             layer.alpha *= fade
+            hair_upscale = upscale * f.side / f.size  # source frame px -> target photo px
+
+        with clock("cropping"):  # 3.2.3
             source_hair = layer.alpha.copy()
             removed = compositing.remove_hair(tgt.crop, tgt.semantic.labels, tgt.semantic.prob(HAIR),
                                               closing_px=max(2, s // 100), margin_px=max(2, s // 120),
@@ -406,7 +437,8 @@ class HairTryOn:
                 int(max(1, brows[:, 1].min() - s / 50)))
             hairless = inpainting.clone_skin(hairless, donor, removed & (intended == FACE) & usable & inside)
             composite = compositing.replace_hair(hairless, layer)
-        return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, intended, hairless, composite)
+        return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, intended, hairless, composite,
+                       hair_upscale)
 
     def fast_marching(self, tgt: FaceAnalysis, mapping: "Mapping", clock: Optional[_Clock] = None):
         """Paper 3.3.1: parse the mapping image again; where it disagrees with the mapping mask
@@ -449,18 +481,20 @@ class Mapping:
     matte (float32) before the layer was grown into gaps beside the face. ``removed``: where the
     target's old hair was. ``intended``: the mapping mask. ``hairless``: the target with the old
     hair's place rebuilt. ``composite``: the mapping image, the new hair over ``hairless``.
+    ``hair_upscale``: how many target photo pixels one pixel of the source's frame became.
     """
 
     alignment: "alignment.Alignment"
     warp: np.ndarray
     warped: np.ndarray
     warped_labels: np.ndarray
-    layer: compositing.HairLayer
+    layer: matting.HairLayer
     source_hair: np.ndarray
     removed: np.ndarray
     intended: np.ndarray
     hairless: np.ndarray
     composite: np.ndarray
+    hair_upscale: float = 1.0
 
 
 def _stage_pictures(tgt: FaceAnalysis, src: FaceAnalysis, mapping: Mapping, parsed: Optional[SemanticMap],
