@@ -7,9 +7,13 @@ per swap the leak (:func:`hairtryon.evaluation.blue_leak`: strongly blue pixels,
 within 15 px of the result's hair beyond the target's own, over the hair's area) and whether the
 grey copy's hair is cut like the blue copy's (:func:`hairtryon.evaluation.cut_difference`).
 
-Grain (``--grain``): 12 pairs; per pair the new hair's sharpness, high-frequency energy and grain
-against the target's face at the target photo's resolution
-(:func:`hairtryon.evaluation.hair_layer_measures`), its colour against the source's
+Grain (``--grain``): 12 pairs; per pair, at the target photo's resolution
+(:func:`hairtryon.evaluation.hair_layer_measures`): ``sharp`` the edge blur of the target's own
+hair over that of the new hair (1: as sharp as the hair this photo had); ``sharpF`` the same
+against the faces (target face over new hair, divided by source face over source hair);
+``detail`` the high-frequency energy (finest octave over the next) of the new hair over the
+target face's, divided by the source hair's over the source face's; ``grain`` the new hair's
+grain level over the target face's. Then the colour against the source's
 (:func:`hairtryon.evaluation.layer_colour_difference`, CIEDE2000) and the enlargement.
 
 Crops (``--save DIR``): for the halo and grain pairs, 100% crops of the hair's edge from each
@@ -148,8 +152,8 @@ def grain(tool: HairTryOn, save: Path = None, places_from: Path = None):
     from hairtryon.evaluation import hair_layer_measures, layer_colour_difference
 
     rows = []
-    print(f"{'target':>20s} {'source':>20s} {'enlarge':>7s} {'sharp':>6s} {'detail':>6s} {'noise':>6s} {'dE00':>5s}"
-          f"   (blur: hair/face, source hair/face; grain: hair/face)")
+    print(f"{'target':>20s} {'source':>20s} {'enlarge':>7s} {'sharp':>6s} {'sharpF':>6s} {'detail':>6s} {'grain':>6s} "
+          f"{'dE00':>5s}   (edge blur px: new hair / target's own hair / target face; grain: new hair / target face)")
     for t, s in GRAIN_PAIRS:
         r = tool(PORTRAITS / t, PORTRAITS / s, refine="classic")
         m = hair_layer_measures(r)
@@ -157,19 +161,20 @@ def grain(tool: HairTryOn, save: Path = None, places_from: Path = None):
         m["upscale"] = r.meta.get("hair_upscale", float("nan"))
         m["warned"] = any("too small" in w for w in r.meta.get("warnings", []))
         rows.append(m)
-        print(f"{short(t):>20s} {short(s):>20s} {m['upscale']:7.2f} {m['sharpness']:6.2f} {m['detail']:6.2f} "
-              f"{m['noise']:6.2f} {m['colour']:5.2f}   ({m['hair_blur']:.2f}/{m['face_blur']:.2f}, "
-              f"{m['source_hair_blur']:.2f}/{m['source_face_blur']:.2f}; {m['hair_noise']:.2f}/{m['face_noise']:.2f})"
+        print(f"{short(t):>20s} {short(s):>20s} {m['upscale']:7.2f} {m['sharpness_own']:6.2f} {m['sharpness']:6.2f} "
+              f"{m['detail']:6.2f} {m['noise']:6.2f} {m['colour']:5.2f}   ({m['hair_blur']:.2f} / {m['target_hair_blur']:.2f} / "
+              f"{m['face_blur']:.2f}; {m['hair_noise']:.2f} / {m['face_noise']:.2f})"
               + ("  warned: source too small" if m["warned"] else ""), flush=True)
         if save is not None:
             save_crops(save, f"grain_{short(t)}_{short(s)}", r, places_from)
     med = lambda k, rr=rows: statistics.median(x[k] for x in rr if np.isfinite(x[k]))
     ok = [x for x in rows if not x["warned"]]
     inside = lambda k: sum(0.7 <= x[k] <= 1.4 for x in ok)
-    print(f"\ngrain over {len(rows)} pairs: sharpness median {med('sharpness'):.2f}, detail median {med('detail'):.2f}, "
-          f"grain median {med('noise'):.2f}; colour CIEDE2000 median {med('colour'):.2f} max "
-          f"{max(x['colour'] for x in rows):.2f}; of the {len(ok)} pairs not warned about: sharpness in 0.7-1.4 on "
-          f"{inside('sharpness')}, grain on {inside('noise')}")
+    print(f"\ngrain over {len(rows)} pairs (enlargement nan: under {1.5}x, not recorded): sharpness against the target's own "
+          f"hair median {med('sharpness_own'):.2f} (in 0.7-1.4 on {inside('sharpness_own')} of the {len(ok)} pairs not warned "
+          f"about); against the faces (sharpF) median {med('sharpness'):.2f}; high-frequency energy (detail) median "
+          f"{med('detail'):.2f}; grain against the target's face median {med('noise'):.2f} (in 0.7-1.4 on "
+          f"{inside('noise')} of {len(ok)}); colour CIEDE2000 median {med('colour'):.2f}, max {max(x['colour'] for x in rows):.2f}")
     return rows
 
 

@@ -251,7 +251,8 @@ class Trimap:
     from the hair's). Near the background, each pixel as a mix of a hair and a background
     colour of the model (:meth:`ColourModel.unmix`): ``mix_alpha`` (S, S) float32 its hair
     share, ``mix_fg`` (S, S, 3) float32 its hair colour, ``mix_conf`` (S, S) float32 in [0, 1]
-    how far that explanation is trusted (0 where not computed)."""
+    how far that explanation is trusted (0 where not computed); ``tinted`` (S, S) bool the
+    pixels with any of the background in them."""
 
     fg: np.ndarray
     bg: np.ndarray
@@ -260,6 +261,7 @@ class Trimap:
     mix_alpha: Optional[np.ndarray] = None
     mix_fg: Optional[np.ndarray] = None
     mix_conf: Optional[np.ndarray] = None
+    tinted: Optional[np.ndarray] = None
 
     @property
     def unknown(self) -> np.ndarray:
@@ -309,11 +311,18 @@ def make_trimap(image: np.ndarray, hair_prob: np.ndarray, scale_px: float,
     mix_alpha.ravel()[zp] = a_mix
     mix_fg.reshape(-1, 3)[zp] = f_mix
     mix_conf.ravel()[zp] = conf
-    partly = (mix_conf > 0.3) & (mix_alpha < 0.9)
+    # pixels that have some of the background in them, however little: their colours are
+    # cleaned of its tint (see solve_matte), even where the matte keeps them opaque
+    tinted = cv2.dilate(((mix_conf > 0.3) & (mix_alpha < 0.95)).astype(np.uint8), disk(1)).astype(bool) & zone
+    # one pixel's unmixing is noisy: single pixels are not trusted (median of 3x3), lines and
+    # patches of mixed pixels are (the background between strands, a gap in the curls)
+    mix_alpha = cv2.medianBlur(np.round(mix_alpha * 255).astype(np.uint8), 3).astype(np.float32) / 255.0
+    mix_conf = cv2.medianBlur(np.round(mix_conf * 255).astype(np.uint8), 3).astype(np.float32) / 255.0
+    partly = (mix_conf > 0.5) & (mix_alpha < 0.75)
     mostly = cv2.erode(((mix_conf > 0.5) & (mix_alpha < 0.15)).astype(np.uint8), disk(1)).astype(bool)
     fg &= ~cv2.dilate(partly.astype(np.uint8), disk(2)).astype(bool)
     bg |= mostly & hair
-    return Trimap(fg, bg & ~fg, band, model, mix_alpha, mix_fg, mix_conf)
+    return Trimap(fg, bg & ~fg, band, model, mix_alpha, mix_fg, mix_conf, tinted)
 
 
 # ------------------------------------------------------------------------------------- alpha
@@ -456,8 +465,13 @@ def solve_matte(image: np.ndarray, trimap: Trimap, solve_px: int = 384) -> HairL
     solved = np.clip((img - (1.0 - a_box[..., None]) * b_up) / np.maximum(a_box, 0.3)[..., None], 0, 255)
     w = _smoothstep((a_box - 0.3) / 0.4)[..., None]
     f_box = np.where(unk[..., None], w * solved + (1.0 - w) * f_up, img)
-    where = unk & (a_box > 0)
-    f_box = _without_background_chroma(f_box, where, _local_mean(img, trimap.fg[r, c], 2.0 * trimap.band), b_up)
+    tinted = trimap.tinted[r, c] if trimap.tinted is not None else np.zeros_like(unk)
+    where = (unk | tinted) & (a_box > 0)
+    clean = trimap.fg[r, c] & ~tinted  # the hair's own colours, with nothing of the background in them
+    behind = trimap.bg[r, c]  # the colour behind, from the background itself (B estimates fade inside the hair)
+    back = _local_mean(img, behind, 4.0 * trimap.band) if behind.any() else b_up
+    f_box = _without_background_chroma(f_box, where, _local_mean(img, clean if clean.any() else trimap.fg[r, c],
+                                                                 2.0 * trimap.band), back)
     if trimap.model is not None:
         f_box = _no_background_colour(f_box, where, trimap.model, trimap.fg[r, c], 2.0 * trimap.band)
     a_box[a_box < 0.02] = 0.0
@@ -773,7 +787,8 @@ def grain_filter(target: Grain, source: Grain, upscale: float) -> Tuple[str, flo
     should show. A Gaussian blur of sigma_d is undone to first order by an unsharp mask of
     radius r and amount sigma_d^2 / r^2 (both act through the image's Laplacian); r is kept
     to 0.8-1.2 px (the finest detail is what enlarging lost), the amount capped at
-    :data:`MAX_SHARPEN`."""
+    :data:`MAX_SHARPEN`, less past a 2x enlargement (sharpening more brings out the
+    interpolation, not hair)."""
     if not (np.isfinite(target.blur) and np.isfinite(source.blur)):
         return ("none", 0.0, 0.0)
     have = upscale * source.blur
@@ -781,7 +796,9 @@ def grain_filter(target: Grain, source: Grain, upscale: float) -> Tuple[str, flo
     d2 = have * have - want * want
     if d2 > 0.05:
         r = float(np.clip(np.sqrt(d2), 0.8, 1.2))
-        return ("sharpen", r, float(min(MAX_SHARPEN, d2 / (r * r))))
+        # past twice the size there is no finer detail left to bring out, only interpolation
+        cap = MAX_SHARPEN * min(1.0, 2.0 / max(upscale, 1e-6))
+        return ("sharpen", r, float(min(cap, d2 / (r * r))))
     if d2 < -0.05:
         return ("soften", float(np.sqrt(-d2)), 0.0)
     return ("none", 0.0, 0.0)
