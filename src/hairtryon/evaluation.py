@@ -16,6 +16,12 @@ All measures are taken in the target's work frame, over pixels inside the target
   hair and what it was grown over beside the face, matte > 0.5; grown by
   ``tolerance`` of the frame size, the width two parses of one edge differ by), as a fraction of
   the target's face area.
+
+The new hair as a layer (issue 13): :func:`painted_background` and :func:`blue_leak` (the halo
+test: no colour of the source's background reaches the target), :func:`cut_difference` (the
+cut-off does not depend on that colour), :func:`hair_layer_measures` (sharpness, high-frequency
+energy and grain of the new hair against the target photo's own, at its resolution) and
+:func:`layer_colour_difference` (the hair's colour kept).
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ on first use only.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -202,7 +203,7 @@ def colour_model(image: np.ndarray, hair: np.ndarray, background: np.ndarray, sc
 
     The background within half a face (``scale_px``) of the parser's ``hair`` ((S, S) bool),
     beyond its ``rim`` (pixels; 6% of the face by default: the parser's edge leaves strands in
-    its background), is clustered in CIELAB (8 clusters); a cluster counts only where the hair
+    its background), is clustered in CIELAB (6 clusters); a cluster counts only where the hair
     itself rarely has its colour (at most ``max_share`` of the hair pixels lie within 1.5
     ``match`` of it): so dark hair on a dark backdrop keeps its strands, blond highlights by a
     pale wall stay opaque, and the sky seen through a few curls still counts. The hair's own
@@ -219,7 +220,7 @@ def colour_model(image: np.ndarray, hair: np.ndarray, background: np.ndarray, sc
         return None
     flat = image.reshape(-1, 3)
     bg_lab = _lab(flat[rng.choice(bg_px, min(bg_px.size, 6000), replace=False)])
-    bg_c, bg_share = _kmeans_lab(bg_lab, 8, seed)
+    bg_c, bg_share = _kmeans_lab(bg_lab, 6, seed)
     bg_c = bg_c[bg_share > 0.02]
     hair_px = np.flatnonzero(hair.ravel())
     hair_lab = _lab(flat[rng.choice(hair_px, min(hair_px.size, 6000), replace=False)])
@@ -230,7 +231,7 @@ def colour_model(image: np.ndarray, hair: np.ndarray, background: np.ndarray, sc
     own = hair_lab[_nearest(hair_lab, bg_c) > match]
     if len(own) < 50:
         return None
-    hair_c, _ = _kmeans_lab(own, 8, seed)
+    hair_c, _ = _kmeans_lab(own, 6, seed)
     # the hair's own spread around its colours (RGB): 90% of the hair's pixels lie within it
     own_rgb = _lab_to_rgb(own)
     hs = _lab_to_rgb(hair_c)
@@ -285,7 +286,7 @@ def make_trimap(image: np.ndarray, hair_prob: np.ndarray, scale_px: float,
     (at least 3 px): the parser's edge is good to a few of its 512-px input pixels, and loose
     strands reach further out on bigger heads.
 
-    When ``background`` is given, the hair within 0.4 face sizes of it is unmixed against the
+    When ``background`` is given, the hair within 0.3 face sizes of it is unmixed against the
     background's own colours (:func:`colour_model`, :meth:`ColourModel.unmix`): a pixel that is
     partly background (strands over the sky, the background seen between curls or under a
     curled-in bob) is unknown, and sure background where it is almost all background."""
@@ -301,7 +302,7 @@ def make_trimap(image: np.ndarray, hair_prob: np.ndarray, scale_px: float,
     if model is None:
         out.bg &= ~out.fg
         return out
-    zone = (_distance(~background) < max(4.0, 0.4 * scale_px)) & ~bg
+    zone = (_distance(~background) < max(4.0, 0.3 * scale_px)) & ~bg
     zp = np.flatnonzero(zone.ravel())
     a_mix, f_mix, conf = model.unmix(image.reshape(-1, 3)[zp].astype(np.float32))
     s = hair.shape
@@ -362,6 +363,21 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
+@contextmanager
+def _numba_threads(n: int = 1):
+    """pymatting's numba kernels on ``n`` threads: at the sizes solved here, its parallel loops
+    spend far more on synchronising than on work (measured on 2 cores: the foreground estimate
+    at 320 px takes 0.02 s on one thread, 0.36 s on two)."""
+    import numba
+
+    prev = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n, prev)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(prev)
+
+
 PRIOR_WEIGHT = 0.5  # how strongly a pixel's own colour unmixing pulls the matte (vs its neighbours)
 
 
@@ -398,7 +414,7 @@ def _closed_form(image: np.ndarray, trimap: np.ndarray, prior: Optional[np.ndarr
     return np.clip(x, 0.0, 1.0).reshape(h, w).astype(np.float32)
 
 
-def solve_matte(image: np.ndarray, trimap: Trimap, solve_px: int = 384) -> HairLayer:
+def solve_matte(image: np.ndarray, trimap: Trimap, solve_px: int = 320) -> HairLayer:
     """Alpha and the hair's own colours over the trimap's unknown band, as a :class:`HairLayer`.
 
     1. Closed-form matting (Levin et al. 2008, ``pymatting.estimate_alpha_cf``) on the band's
@@ -440,8 +456,9 @@ def solve_matte(image: np.ndarray, trimap: Trimap, solve_px: int = 384) -> HairL
     if trimap.mix_alpha is not None:
         shrink = (lambda x: cv2.resize(x, (sw, sh), interpolation=cv2.INTER_AREA)) if k < 1.0 else (lambda x: x)
         prior, weight = shrink(trimap.mix_alpha[r, c]), PRIOR_WEIGHT * shrink(trimap.mix_conf[r, c])
-    a_s = _closed_form(small64, tri_s, prior, weight)
-    f_s, b_s = estimate_foreground_ml(small64, a_s.astype(np.float64), n_big_iterations=2, return_background=True)
+    with _numba_threads(1):
+        a_s = _closed_form(small64, tri_s, prior, weight)
+        f_s, b_s = estimate_foreground_ml(small64, a_s.astype(np.float64), n_big_iterations=2, return_background=True)
     up = (lambda x: cv2.resize(x.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)) if k < 1.0 \
         else (lambda x: x.astype(np.float32))
     f_up = np.clip(up(f_s) * 255.0, 0, 255)
@@ -541,7 +558,7 @@ def _no_background_colour(fg: np.ndarray, where: np.ndarray, model: ColourModel,
 
 
 def pull_hair(image: np.ndarray, hair_prob: np.ndarray, scale_px: float, background: Optional[np.ndarray] = None,
-              inside: Optional[np.ndarray] = None, band: Optional[float] = None, solve_px: int = 384) -> HairLayer:
+              inside: Optional[np.ndarray] = None, band: Optional[float] = None, solve_px: int = 320) -> HairLayer:
     """Cropping of the source (3.2.3): its hair as a :class:`HairLayer` in its own work frame.
 
     ``image`` (S, S, 3) uint8 the source's work-frame crop; ``hair_prob`` (S, S) float32 the
@@ -863,15 +880,16 @@ def match_grain(layer: HairLayer, target: Grain, source: Grain, upscale: float,
     return HairLayer(out_a.astype(np.float32), out_f.astype(np.float32))
 
 
-def photo_finish(image: np.ndarray, frame, alpha: np.ndarray, target: Grain,
+def photo_finish(image: np.ndarray, frame, alpha: np.ndarray, target: Grain, upscale: float = 1.0,
                  rng: Optional[np.random.Generator] = None) -> np.ndarray:
     """The delivered photo ((H, W, 3) uint8) with the new hair's sharpness and grain made good at
     the photo's own resolution, where the work frame (``frame``, a
     :class:`~hairtryon.framing.Frame`) was smaller than the photo: the hair was upsampled on its
     way back, softening its edges and its grain. The luma of the hair is sharpened for that
-    upsampling (unsharp mask of radius 0.6 times the factor, amount 1, halo-clamped), then its
-    grain is topped up to the photo's own (:func:`add_grain`). ``alpha`` (S, S) float32 the new
-    hair's matte in the frame; ``target`` the photo's :class:`Grain` at its own resolution.
+    upsampling (unsharp mask of radius 0.6 times the factor, amount 1, less past a 2x
+    enlargement of the source's hair, ``upscale``: as in :func:`grain_filter`; halo-clamped),
+    then its grain is topped up to the photo's own (:func:`add_grain`). ``alpha`` (S, S) float32
+    the new hair's matte in the frame; ``target`` the photo's :class:`Grain` at its own resolution.
     Returns a new array (the input when nothing is to be done)."""
     rows, cols, brows, bcols = frame.roi()
     a = frame.to_image_box(alpha.astype(np.float32))[brows, bcols]
@@ -884,7 +902,7 @@ def photo_finish(image: np.ndarray, frame, alpha: np.ndarray, target: Grain,
     k = frame.side / frame.size
     if k > 1.05:
         y = _luma(region)
-        y2 = _unsharp(y, 0.6 * k, 1.0, envelope=SHARPEN_ENVELOPE)
+        y2 = _unsharp(y, 0.6 * k, min(1.0, 2.0 / max(upscale, 1e-6)), envelope=SHARPEN_ENVELOPE)
         out = np.clip(region + ((y2 - y) * ab)[..., None], 0, 255)
     out = add_grain(out, ab > 0.95, target, rng if rng is not None else np.random.default_rng(1), weight=ab)
     if out is region:

@@ -288,7 +288,8 @@ class HairTryOn:
                                    keep=None if edit is None else edit.keep)
                 # the new hair's sharpness and grain at the photo's own resolution (a frame
                 # smaller than the photo upsampled it on the way back)
-                image = matting.photo_finish(image, tgt.frame, mapping.layer.alpha, tgt.photo_grain)
+                image = matting.photo_finish(image, tgt.frame, mapping.layer.alpha, tgt.photo_grain,
+                                             mapping.hair_upscale)
         finally:
             bar.close()
         meta = {"frame": tgt.frame, "segmenter": self.segmenter.name, "alignment": mapping.alignment.kind,
