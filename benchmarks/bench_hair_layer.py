@@ -180,7 +180,6 @@ def grain(tool: HairTryOn, save: Path = None, places_from: Path = None):
 
 def sheet(before: Path, after: Path, out: Path) -> None:
     """Each pair's crops: a row of before, a row of after, labelled."""
-    from hairtryon.visualize import labelled_grid  # noqa: F401  (the project's labels)
     import cv2
 
     keys = sorted(p.stem for p in before.glob("*.png") if (after / p.name).exists())
