@@ -25,12 +25,12 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import alignment, checks, compositing, inpainting, mapping, rebuild, refinement
+from . import alignment, checks, compositing, inpainting, mapping, matting, rebuild, refinement
 from .errors import HairTryOnError, describe
 from .framing import Frame, disk, grow
 from .images import ImageLike, Photo, grey_rgb, load_photo
 from .landmarks import Landmarker, Landmarks, default_landmarker
-from .segmentation import FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
+from .segmentation import BACKGROUND, FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
 
 WORK_FRAME_SCALE = 1.3  # work frame = FFHQ-like head framing widened 1.3x: room for long hair
 WIDE_FRAME_SCALE = 2.0  # ... and 2x where the hair runs off that frame inside the photo
@@ -117,6 +117,23 @@ class FaceAnalysis:
         mask = np.zeros((s, s), np.uint8)
         cv2.fillPoly(mask, [np.round(oval).astype(np.int32)], 1)
         return mask.astype(bool) | (self.semantic.labels == FACE)
+
+    @cached_property
+    def grain(self) -> "matting.Grain":
+        """The photo's grain and sharpness in its work frame, both from its face (the skin is the
+        flat region next to the hair that is in focus like it; backgrounds are often blurred or
+        flattened by JPEG)."""
+        return matting.measure_grain(self.crop, (self.semantic.labels == FACE) & self.inside)
+
+    @cached_property
+    def photo_grain(self) -> "matting.Grain":
+        """:attr:`grain` at the photo's own resolution (the same where the frame is worked at it)."""
+        f = self.frame
+        if f.size == f.side:
+            return self.grain
+        rows, cols, brows, bcols = f.roi()
+        labels = f.to_image_box(self.semantic.labels, cv2.INTER_NEAREST)[brows, bcols]
+        return matting.measure_grain(self.image[rows, cols], labels == FACE)
 
     def forehead_column(self) -> np.ndarray:
         """(S, S) bool: the band above the eyes as wide as the face's upper half (slightly
@@ -302,7 +319,7 @@ class HairTryOn:
         t_start = time.perf_counter()
         target, source = self.load(target, "target"), self.load(source, "source")  # bad files fail first
         model, fallback = self.diffusion(refine)
-        bar = tqdm(total=5 + 2 * (refine != "none") + (model is not None), desc="hairtryon", delay=1.0,
+        bar = tqdm(total=6 + 2 * (refine != "none") + (model is not None), desc="hairtryon", delay=1.0,
                    leave=False, disable=not progress)
         clock = _Clock(bar)
         try:
@@ -316,6 +333,10 @@ class HairTryOn:
             with clock("paste_back"):
                 keep = None if edit is None else edit.keep
                 image, alpha = _paste_result(tgt, mapping, final, paste_alpha, keep, artifacts)
+                # the new hair's sharpness and grain at the photo's own resolution (a frame
+                # smaller than the photo upsampled it on the way back)
+                image = matting.photo_finish(image, tgt.frame, mapping.layer.alpha, tgt.photo_grain,
+                                             mapping.hair_upscale)
         finally:
             bar.close()
         meta = {"frame": tgt.frame, "segmenter": self.segmenter.name, "alignment": mapping.alignment.kind,
@@ -330,6 +351,10 @@ class HairTryOn:
         meta["warnings"] += [c.message for c in found.concerns]  # declines only when forced
         meta["concerns"] = [dict(code=c.code, photo=c.photo, message=c.message, declined=c.decline, value=c.value)
                             for c in found.concerns]
+        if mapping.hair_upscale > matting.HAIR_UPSCALE_NOTE:
+            meta["hair_upscale"] = round(mapping.hair_upscale, 2)
+        if matting.upscale_warning(mapping.hair_upscale):
+            meta["warnings"].append(matting.upscale_warning(mapping.hair_upscale))
         if fallback:
             meta["refine_fallback"] = fallback
             meta["warnings"].append(fallback)
@@ -522,9 +547,16 @@ class HairTryOn:
             edge = cv2.distanceTransform((src_photo | ~inside).astype(np.uint8), cv2.DIST_L2, 3)
             fade = np.clip(edge / max(2.0, 0.05 * s), 0, 1).astype(np.float32)
 
-        with clock("cropping"):  # 3.2.3
-            layer = compositing.crop_source_hair(warped, warped_labels == HAIR)
+        with clock("matting"):  # 3.2.3: the source's hair as a layer, matted in the photo it was shot in
+            layer = matting.pull_hair(src.crop, src.semantic.prob(HAIR), matting.face_size(src.points),
+                                      background=src.semantic.labels == BACKGROUND, inside=src.inside)
+            layer = matting.warp_layer(layer, warp, (s, s))
+            upscale = matting.warp_scale(warp, src.points.mean(axis=0))  # source frame px -> target frame px
+            layer = matting.match_grain(layer, tgt.grain, src.grain, upscale)
             layer.alpha *= fade
+            hair_upscale = upscale * f.side / f.size  # source frame px -> target photo px
+
+        with clock("cropping"):  # 3.2.3
             source_hair = layer.alpha.copy()
             regions = self.regions(tgt)
             removed = regions.removed
@@ -545,7 +577,7 @@ class HairTryOn:
             hairless = self._rebuild(tgt, tgt.crop, removed & ~hidden & inside, under)
             composite = compositing.replace_hair(hairless, layer)
         return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, under, intended, hairless,
-                       composite)
+                       composite, hair_upscale=hair_upscale)
 
     def _rebuild(self, tgt: FaceAnalysis, image: np.ndarray, hole: np.ndarray, under: np.ndarray) -> np.ndarray:
         """:func:`rebuild.rebuild` of ``hole`` in the target's frame, from its own pixels."""
@@ -605,19 +637,21 @@ class Mapping:
     target's old hair was. ``under``: what lies under the old hair (labels without the new hair).
     ``intended``: the mapping mask. ``hairless``: the target with the old
     hair's place rebuilt. ``composite``: the mapping image, the new hair over ``hairless``.
+    ``hair_upscale``: how many target photo pixels one pixel of the source's frame became.
     """
 
     alignment: "alignment.Alignment"
     warp: np.ndarray
     warped: np.ndarray
     warped_labels: np.ndarray
-    layer: compositing.HairLayer
+    layer: matting.HairLayer
     source_hair: np.ndarray
     removed: np.ndarray
     under: np.ndarray
     intended: np.ndarray
     hairless: np.ndarray
     composite: np.ndarray
+    hair_upscale: float = 1.0
     changed_alpha: Optional[np.ndarray] = None  # (S, S) float32: where the try-on rebuilt, feathered
 
 
