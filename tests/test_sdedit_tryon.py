@@ -140,7 +140,8 @@ def pair_1024(loho_dir):
 
 
 @pytest.fixture(scope="module")
-def tool_256(segmenter, tmp_path_factory):
+def tiny_256(tmp_path_factory):
+    """A diffusers folder: a tiny random UNet2DModel at 256² and the DDPM CelebA-HQ schedule."""
     import torch
     from diffusers import DDPMScheduler, UNet2DModel
 
@@ -152,7 +153,12 @@ def tool_256(segmenter, tmp_path_factory):
                 norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"),
                 up_block_types=("UpBlock2D", "UpBlock2D"), add_attention=False).save_pretrained(folder)
     DDPMScheduler.from_config(DDPM_DEFAULTS).save_pretrained(folder)
-    return HairTryOn(segmenter, diffusion_model=str(folder), precision="fp32")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tool_256(segmenter, tiny_256):
+    return HairTryOn(segmenter, diffusion_model=str(tiny_256), precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -290,3 +296,39 @@ def test_rebuilt_background_gets_the_grain_of_the_photos_background(tool_256, pa
 
     assert grain(classic_1024.image, filled) < 0.5 * grain(classic_1024.image, real)  # smooth before
     assert 0.7 < grain(r.image, filled) / grain(classic_1024.image, real) < 1.4
+
+
+# ------------------------------------------------------------- benchmarks/verify_sdedit.py
+def _verify_main():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "verify_sdedit.py"
+    spec = importlib.util.spec_from_file_location("verify_sdedit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_verify_sdedit_without_the_model_says_how_to_get_it(empty_hf_cache, photos, tmp_path, capsys):
+    assert _verify_main()([str(photos[0]), str(photos[1]), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert DEFAULT_MODEL in err and "hf download" in err
+
+
+def test_verify_sdedit_runs_both_samplers(tiny_256, loho_dir, tmp_path, capsys):
+    """The script end to end with the tiny model at t0 = 1 (one UNet call per sampler): at that
+    level the refined photo is as sharp as the classic one and its kept pixels are the same (~20 s)."""
+    images = loho_dir / "images"
+    args = [str(images / "00148.jpg"), str(images / "46826.jpg"), "--out", str(tmp_path), "--levels", "1",
+            "--diffusion-model", str(tiny_256), "--precision", "fp32", "--repeats", "1", "--tile", "128"]
+    assert _verify_main()(args) == 0
+    lines = {tuple(l.split()[:2]): l.split()[2:] for l in capsys.readouterr().out.splitlines()
+             if l.startswith(("ddpm ", "ddim "))}
+    assert set(lines) == {("ddpm", "1"), ("ddim", "1")}
+    for seconds, kept_psnr, sharpness, hair_sharpness in lines.values():
+        assert kept_psnr == "inf" and abs(float(hair_sharpness) - 1) < 0.05 and abs(float(sharpness) - 1) < 0.1
+    for name in ("figure12.png", "hair_crops.png", "classic.png", "ddpm_t1.png", "ddim_t1.png"):
+        assert (tmp_path / name).is_file()
+    assert Image.open(tmp_path / "ddim_t1.png").size == (1024, 1024)
