@@ -13,6 +13,10 @@ input.
   ``(x_t, t) -> eps`` (see :class:`Denoiser`), so tests can plug an exact oracle.
 - :func:`edit_mask`, :func:`paste_back` and :func:`refine` build the kept region from the
   semantic map and put the 256² result back into a larger image, exactly outside the edit.
+- :func:`restore_detail` brings the result back at the crop's own resolution: the model's low
+  frequencies (its change, upsampled), the input's detail above the model's resolution where it
+  is real, and, on rebuilt pixels the model repainted, the grain of real pixels of their class
+  (:func:`class_texture`), so nothing comes back blurred next to a sharp face.
 
 Samplers: ``ddpm`` = the paper's ancestral sampling, one UNet call per level from ``t0`` down
 to 0, the whole edit repeated ``repeats`` times; ``ddim`` = deterministic DDIM (eta 0) in at
