@@ -422,3 +422,24 @@ def test_rebuilt_pixels_take_the_grain_of_their_class():
     # a model that kept the fill (as an oracle would) leaves it as it was
     kept = rf.restore_detail(image, given, given, rebuilt, labels, seed=0)
     assert np.array_equal(kept, image)
+
+
+def test_detail_masks_rebuilt_and_donors():
+    lab = _labels()
+    removed = np.zeros((64, 64), bool)
+    removed[4:30, 10:54] = True  # the old hair's place
+    alpha = np.zeros((64, 64), np.float32)
+    alpha[8:30, 14:50] = 1.0  # the new hair covers most of it
+    alpha[8:30, 14] = 0.5
+    artifacts = np.zeros((64, 64), bool)
+    artifacts[10:12, 20:24] = True  # a fill on the new hair
+    inside = np.ones((64, 64), bool)
+    inside[:, 60:] = False
+    rebuilt, donors = rf.detail_masks(lab, removed, alpha, artifacts, inside)
+    assert rebuilt.dtype == np.float32 and donors.dtype == bool
+    assert rebuilt[5, 30] == 1 and rebuilt[20, 30] == 0 and rebuilt[20, 14] == 0.5  # uncovered / covered / edge
+    assert (rebuilt[artifacts] == 1).all()  # fills are never real detail, even on the new hair
+    assert donors[15, 30] and not donors[10, 21] and not donors[20, 14]  # opaque hair; not a fill; not its edge
+    assert not donors[25, 30]  # the face under the new hair is not the face
+    assert donors[34, 32] and donors[60, 30] and not donors[40, 61]  # the face, clothes; not outside the photo
+    assert not (donors & (rebuilt > 0)).any()

@@ -355,12 +355,9 @@ class HairTryOn:
         labels = crop.extract(mapping.intended, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0)
         regen = crop.extract(regenerate.astype(np.uint8), cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0).astype(bool)
         keep_crop = refinement.edit_mask(labels, regen, options.edit_region)
-        alpha = mapping.layer.alpha
-        rebuilt = mapping.removed * (1.0 - alpha)
-        if artifacts is not None:
-            rebuilt = np.maximum(rebuilt, artifacts)
-        donors = tgt.inside & (rebuilt == 0) & np.where(mapping.intended == HAIR, alpha >= 0.99, alpha == 0)
-        rebuilt = crop.extract(rebuilt.astype(np.float32), cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0)
+        rebuilt, donors = refinement.detail_masks(mapping.intended, mapping.removed, mapping.layer.alpha, artifacts,
+                                                  tgt.inside)
+        rebuilt = crop.extract(rebuilt, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0)
         donors = crop.extract(donors.astype(np.uint8), cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0) > 0
         # the model refines the classic result as the photo shows it: the work frame blended into
         # the target by ``changed``, as paste_back does

@@ -34,7 +34,7 @@ from .diffusion import (DDPM_DEFAULTS, DEFAULT_MODEL, REFINE_MODES, Denoiser, Di
                         load_diffusion_model, load_for_refine)
 from .errors import HairTryOnError
 from .framing import disk
-from .segmentation import BACKGROUND, EARS, FACE, NECK
+from .segmentation import BACKGROUND, EARS, FACE, HAIR, NECK
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -329,6 +329,28 @@ def restore_detail(image: np.ndarray, given: np.ndarray, edited: np.ndarray, reb
             weight = rebuilt * np.clip(change / np.maximum(grain, 1e-6), 0.0, 1.0) * (grain > 0)
             out += weight[..., None] * (tex - detail)
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def detail_masks(intended: np.ndarray, removed: np.ndarray, hair_alpha: np.ndarray,
+                 artifacts: Optional[np.ndarray] = None, inside: Optional[np.ndarray] = None):
+    """Where a try-on's detail is real, for :func:`restore_detail`.
+
+    ``intended``: (S, S) uint8 the mapping mask; ``removed``: (S, S) bool where the target's old
+    hair was; ``hair_alpha``: (S, S) float32 the new hair's matte; ``artifacts``: (S, S) bool the
+    fast-marching fills; ``inside``: (S, S) bool the frame's pixels that lie in the photo.
+    Returns (rebuilt (S, S) float32: the old hair's rebuilt place where no new hair covers it
+    (``removed`` x (1 - alpha)) and the fast-marching fills (1, even on the new hair: their strands
+    are smeared); donors (S, S) bool: pixels whose detail is real, to copy grain from: the new hair
+    where it is opaque, the target's own pixels elsewhere, never a rebuilt one).
+    """
+    alpha = np.asarray(hair_alpha, np.float32)
+    rebuilt = np.asarray(removed, bool) * (1.0 - alpha)
+    if artifacts is not None:
+        rebuilt = np.maximum(rebuilt, np.asarray(artifacts, bool))
+    donors = (rebuilt == 0) & np.where(np.asarray(intended) == HAIR, alpha >= 0.99, alpha == 0)
+    if inside is not None:
+        donors &= np.asarray(inside, bool)
+    return rebuilt.astype(np.float32), donors
 
 
 def refine(image: np.ndarray, keep: np.ndarray, denoiser: Callable, *, sample_size: Optional[int] = None,
