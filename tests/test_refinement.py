@@ -346,3 +346,100 @@ def test_refine_modes(empty_hf_cache, tiny_folders):
     assert why is None and model.sample_size == 32
     with pytest.raises(HairTryOnError, match="--refine"):
         rf.load_for_refine("maybe")
+
+
+# ------------------------------------------------------- the photo's own resolution (issue 9)
+def _hf_energy(img, size, where):
+    """Mean squared detail above ``size``² (per channel) over ``where``."""
+    x = img.astype(np.float32)
+    return float(np.square(x - rf.low_pass(x, size))[where].mean())
+
+
+def _textured(seed=0, n=256):
+    """A (n, n, 3) photo-like image: a smooth gradient with 1-px-fine stripes and grain."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    base = np.stack([80 + 0.3 * xx, 100 + 0.2 * yy, 140 - 0.1 * xx], -1)
+    stripes = 12.0 * ((xx.astype(int) // 1) % 2 - 0.5)[..., None]
+    return np.clip(base + stripes + rng.normal(0, 4, (n, n, 3)), 0, 255).astype(np.uint8)
+
+
+def test_restore_detail_is_exact_when_the_model_changes_nothing():
+    image = _textured()
+    given = __import__("cv2").resize(image, (32, 32), interpolation=__import__("cv2").INTER_AREA)
+    assert np.array_equal(rf.restore_detail(image, given, given), image)
+    rebuilt = np.zeros((256, 256), np.float32)
+    rebuilt[:, 128:] = 1.0
+    labels = np.zeros((256, 256), np.uint8)
+    assert np.array_equal(rf.restore_detail(image, given, given, rebuilt, labels, seed=0), image)
+
+
+def test_restore_detail_takes_the_models_colours_and_keeps_the_inputs_detail():
+    import cv2
+
+    image = _textured()
+    given = cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA)
+    edited = np.clip(given.astype(int) + [40, -30, 0], 0, 255).astype(np.uint8)  # a colour change
+    out = rf.restore_detail(image, given, edited)
+    everywhere = np.ones((256, 256), bool)
+    moved = out.reshape(-1, 3).mean(0) - image.reshape(-1, 3).mean(0)
+    assert np.allclose(moved, [40, -30, 0], atol=1.0)
+    assert abs(_hf_energy(out, 32, everywhere) / _hf_energy(image, 32, everywhere) - 1) < 0.02
+    blown_up = cv2.resize(edited, (256, 256), interpolation=cv2.INTER_CUBIC)  # what SDEdit gave before
+    assert _hf_energy(blown_up, 32, everywhere) < 0.1 * _hf_energy(image, 32, everywhere)
+
+
+def test_rebuilt_pixels_take_the_grain_of_their_class():
+    """Left: real grain of class 0; right: a smooth fill of class 0 (rebuilt); bottom rows: class
+    2 with a finer grain. A model that repaints the fill gives it the grain of its own class."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    n = 256
+    image = np.full((n, n, 3), 120, np.float32)
+    labels = np.zeros((n, n), np.uint8)
+    labels[192:] = 2
+    image[:192, :128] += rng.normal(0, 10, (192, 128, 3))
+    image[192:] += rng.normal(0, 4, (64, n, 3))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    rebuilt = np.zeros((n, n), np.float32)
+    rebuilt[:192, 128:] = 1.0
+    given = cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA)
+    edited = np.clip(given.astype(int) + 25, 0, 255).astype(np.uint8)  # the model repainted everything
+    out = rf.restore_detail(image, given, edited, rebuilt, labels, seed=0)
+    fill, real = rebuilt > 0, (labels == 0) & (rebuilt == 0)
+    ratio = _hf_energy(out, 32, fill) / _hf_energy(image, 32, real)
+    assert 0.8 < ratio < 1.25, ratio
+    assert _hf_energy(image, 32, fill) < 0.05 * _hf_energy(image, 32, real)  # it was smooth
+    assert abs(out[fill].mean() - image[fill].mean() - 25) < 1.5  # and took the model's colour
+    # a different draw for another seed, the same for the same seed
+    again = rf.restore_detail(image, given, edited, rebuilt, labels, seed=0)
+    other = rf.restore_detail(image, given, edited, rebuilt, labels, seed=1)
+    assert np.array_equal(out, again) and not np.array_equal(out[fill], other[fill])
+    # no real pixel of the class anywhere: no texture is invented
+    bare = rf.restore_detail(image, given, edited, rebuilt, labels, donors=labels == 2, seed=0)
+    assert _hf_energy(bare, 32, fill) < 0.05 * _hf_energy(image, 32, real)
+    # a model that kept the fill (as an oracle would) leaves it as it was
+    kept = rf.restore_detail(image, given, given, rebuilt, labels, seed=0)
+    assert np.array_equal(kept, image)
+
+
+def test_detail_masks_rebuilt_and_donors():
+    lab = _labels()
+    removed = np.zeros((64, 64), bool)
+    removed[4:30, 10:54] = True  # the old hair's place
+    alpha = np.zeros((64, 64), np.float32)
+    alpha[8:30, 14:50] = 1.0  # the new hair covers most of it
+    alpha[8:30, 14] = 0.5
+    artifacts = np.zeros((64, 64), bool)
+    artifacts[10:12, 20:24] = True  # a fill on the new hair
+    inside = np.ones((64, 64), bool)
+    inside[:, 60:] = False
+    rebuilt, donors = rf.detail_masks(lab, removed, alpha, artifacts, inside)
+    assert rebuilt.dtype == np.float32 and donors.dtype == bool
+    assert rebuilt[5, 30] == 1 and rebuilt[20, 30] == 0 and rebuilt[20, 14] == 0.5  # uncovered / covered / edge
+    assert (rebuilt[artifacts] == 1).all()  # fills are never real detail, even on the new hair
+    assert donors[15, 30] and not donors[10, 21] and not donors[20, 14]  # opaque hair; not a fill; not its edge
+    assert not donors[25, 30]  # the face under the new hair is not the face
+    assert donors[34, 32] and donors[60, 30] and not donors[40, 61]  # the face, clothes; not outside the photo
+    assert not (donors & (rebuilt > 0)).any()

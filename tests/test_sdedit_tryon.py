@@ -125,3 +125,210 @@ def test_bad_noise_level_is_a_clear_error(photos, capsys, tmp_path):
     assert main(["swap", str(photos[0]), str(photos[1]), "-o", str(tmp_path / "o.png"),
                  "--noise-level", "0"]) == 2
     assert "noise level" in capsys.readouterr().err
+
+
+# ---------------------------------------------- SDEdit at the photo's own resolution (issue 9)
+# A 1024² pair, and a tiny random UNet working at 256², the real model's resolution (no attention,
+# so that it runs in a fraction of a second). Each try-on below costs about 2 s; the module ~25 s.
+@pytest.fixture(scope="module")
+def pair_1024(loho_dir):
+    from hairtryon.images import load_image
+
+    t, s = load_image(loho_dir / "images" / "00148.jpg"), load_image(loho_dir / "images" / "46826.jpg")
+    assert t.shape == s.shape == (1024, 1024, 3)
+    return t, s
+
+
+@pytest.fixture(scope="module")
+def tiny_256(tmp_path_factory):
+    """A diffusers folder: a tiny random UNet2DModel at 256² and the DDPM CelebA-HQ schedule."""
+    import torch
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from hairtryon.diffusion import DDPM_DEFAULTS
+
+    folder = tmp_path_factory.mktemp("tiny256")
+    torch.manual_seed(0)
+    UNet2DModel(sample_size=256, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),
+                norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "UpBlock2D"), add_attention=False).save_pretrained(folder)
+    DDPMScheduler.from_config(DDPM_DEFAULTS).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tool_256(segmenter, tiny_256):
+    return HairTryOn(segmenter, diffusion_model=str(tiny_256), precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def classic_1024(tool_256, pair_1024):
+    return tool_256(*pair_1024, refine="classic")
+
+
+def _to_photo(result, frame_array, interpolation=cv2.INTER_NEAREST):
+    """A work-frame array in the photo's coordinates (0 outside the frame)."""
+    f = result.target.frame
+    out = np.zeros(result.image.shape[:2], np.float32)
+    rows, cols, brows, bcols = f.roi()
+    out[rows, cols] = f.to_image_box(frame_array.astype(np.float32), interpolation)[brows, bcols]
+    return out
+
+
+def _psnr(a, b, where):
+    d = a.astype(np.float64)[where] - b.astype(np.float64)[where]
+    return 10 * np.log10(255.0 ** 2 / max(np.square(d).mean(), 1e-12))
+
+
+def _low(img):
+    from hairtryon.refinement import low_pass
+
+    return low_pass(img.astype(np.float32), 256)
+
+
+def _detail_energy(img, where):
+    x = img.astype(np.float32)
+    return float(np.square(x - _low(x))[where].mean())
+
+
+class _Oracle:
+    """A denoiser whose x0 is ``transform(the image SDEdit gave the model)``: with the identity,
+    the exact oracle; with a hue shift, a model that changes colours only. ``sdedit`` is spied on
+    to learn that image (the head crop at 256²)."""
+
+    sample_size = 256
+
+    def __init__(self, transform=None):
+        from diffusers import DDPMScheduler
+
+        from hairtryon.diffusion import DDPM_DEFAULTS
+
+        self.transform = transform or (lambda im: im)
+        self.alphas = DDPMScheduler.from_config(DDPM_DEFAULTS).alphas_cumprod
+        self.x0 = None
+        self.info = {"model": "oracle", "device": "cpu", "precision": "float32"}
+
+    def __call__(self, x_t, t):
+        a = self.alphas[t]
+        return (x_t - a.sqrt() * self.x0) / (1 - a).sqrt()
+
+
+def _with_oracle(monkeypatch, tool, oracle):
+    import torch
+
+    from hairtryon import refinement
+
+    real = refinement.sdedit
+
+    def spy(image, keep, denoiser, **kw):
+        denoiser.x0 = torch.from_numpy(denoiser.transform(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        return real(image, keep, denoiser, **kw)
+
+    monkeypatch.setattr(refinement, "sdedit", spy)
+    monkeypatch.setattr(tool, "diffusion", lambda refine: (oracle, None))
+
+
+@pytest.mark.parametrize("sampler,region", [("ddpm", "tight"), ("ddim", "paper")])
+def test_t0_1_refined_equals_classic_at_full_resolution(tool_256, pair_1024, classic_1024, sampler, region):
+    """At t0 = 1 no model can change anything: over the whole regenerated region the refined
+    photo equals the classic one (>= 38 dB; the 256² result blown up gave 29.5 dB), and the
+    strands of the new hair keep their detail."""
+    r = tool_256(*pair_1024, refine="sdedit", sampler=sampler, noise_level=1, edit_region=region, seed=0)
+    edited = _to_photo(r, r.masks["edit_region"]) > 0
+    assert edited.mean() > 0.5  # most of the photo is regenerated
+    assert _psnr(r.image, classic_1024.image, edited) >= 38.0
+    hair = edited & (_to_photo(r, r.masks["hair_alpha"]) >= 0.99)
+    assert abs(_detail_energy(r.image, hair) / _detail_energy(classic_1024.image, hair) - 1) < 0.05
+    keep = _to_photo(r, r.masks["edit_keep"]) > 0
+    assert (r.image[keep] == pair_1024[0][keep]).all()
+
+
+def test_oracle_at_t0_500_gives_the_classic_result_back(tool_256, pair_1024, classic_1024, monkeypatch):
+    """The paper's sampler from t0 = 500 with the exact oracle (about 10 s: 500 scheduler steps)."""
+    _with_oracle(monkeypatch, tool_256, _Oracle())
+    r = tool_256(*pair_1024, refine="sdedit", sampler="ddpm", noise_level=500, seed=0)
+    edited = _to_photo(r, r.masks["edit_region"]) > 0
+    assert edited.mean() > 0.5 and _psnr(r.image, classic_1024.image, edited) >= 38.0
+
+
+def _hue_shift(image, degrees=60):
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = (hsv[..., 0].astype(int) + degrees // 2) % 180
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def test_a_colour_changing_model_changes_colours_and_keeps_the_strands(tool_256, pair_1024, classic_1024,
+                                                                       monkeypatch):
+    """A fake model whose x0 estimate is its input with the hue turned by 60 degrees: the new
+    hair takes the model's colour, and keeps the detail of its strands (within 10%)."""
+    _with_oracle(monkeypatch, tool_256, _Oracle(_hue_shift))
+    r = tool_256(*pair_1024, refine="sdedit", noise_level=500, seed=0)
+    edited = _to_photo(r, r.masks["edit_region"]) > 0
+    hair = edited & (_to_photo(r, r.masks["hair_alpha"]) >= 0.99)
+    assert hair.sum() > 50_000
+    before, after = _low(classic_1024.image)[hair].mean(0), _low(r.image)[hair].mean(0)
+    wanted = _low(_hue_shift(classic_1024.image))[hair].mean(0)  # the hue-shifted classic result
+    assert np.linalg.norm(after - before) > 15 and np.abs(after - wanted).max() < 4, (before, after, wanted)
+    ratio = _detail_energy(r.image, hair) / _detail_energy(classic_1024.image, hair)
+    assert abs(ratio - 1) < 0.10, ratio
+
+
+def test_rebuilt_background_gets_the_grain_of_the_photos_background(tool_256, pair_1024, classic_1024,
+                                                                    monkeypatch):
+    """A fake model that repaints everything 12 levels brighter: the background rebuilt where the
+    old hair was (smooth in the classic result) gets the grain of the target's own background."""
+    from hairtryon.segmentation import BACKGROUND
+
+    _with_oracle(monkeypatch, tool_256, _Oracle(lambda im: np.clip(im.astype(int) + 12, 0, 255).astype(np.uint8)))
+    r = tool_256(*pair_1024, refine="sdedit", noise_level=500, seed=0)
+    m = classic_1024.masks
+    background = _to_photo(r, m["mapping_mask"] == BACKGROUND) > 0
+    rebuilt = _to_photo(r, (m["removed"] | m["artifacts"]) & (m["hair_alpha"] == 0)) > 0
+    rebuilt = cv2.erode(rebuilt.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0  # away from the hair's edge
+    filled = rebuilt & background & (_to_photo(r, r.masks["edit_region"]) > 0)
+    real = cv2.erode((background & ~rebuilt).astype(np.uint8), np.ones((17, 17), np.uint8)) > 0
+    assert filled.sum() > 20_000 and real.sum() > 20_000
+
+    def grain(img, where):  # the typical (median) local detail energy: grain, not edges
+        x = img.astype(np.float32)
+        e = cv2.blur(np.square(x - _low(x)).sum(axis=2), (16, 16))
+        return float(np.median(e[where]))
+
+    assert grain(classic_1024.image, filled) < 0.5 * grain(classic_1024.image, real)  # smooth before
+    assert 0.7 < grain(r.image, filled) / grain(classic_1024.image, real) < 1.4
+
+
+# ------------------------------------------------------------- benchmarks/verify_sdedit.py
+def _verify_main():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "verify_sdedit.py"
+    spec = importlib.util.spec_from_file_location("verify_sdedit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_verify_sdedit_without_the_model_says_how_to_get_it(empty_hf_cache, photos, tmp_path, capsys):
+    assert _verify_main()([str(photos[0]), str(photos[1]), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert DEFAULT_MODEL in err and "hf download" in err
+
+
+def test_verify_sdedit_runs_both_samplers(tiny_256, loho_dir, tmp_path, capsys):
+    """The script end to end with the tiny model at t0 = 1 (one UNet call per sampler): at that
+    level the refined photo is as sharp as the classic one and its kept pixels are the same (~20 s)."""
+    images = loho_dir / "images"
+    args = [str(images / "00148.jpg"), str(images / "46826.jpg"), "--out", str(tmp_path), "--levels", "1",
+            "--diffusion-model", str(tiny_256), "--precision", "fp32", "--repeats", "1", "--tile", "128"]
+    assert _verify_main()(args) == 0
+    lines = {tuple(l.split()[:2]): l.split()[2:] for l in capsys.readouterr().out.splitlines()
+             if l.startswith(("ddpm ", "ddim "))}
+    assert set(lines) == {("ddpm", "1"), ("ddim", "1")}
+    for seconds, kept_psnr, sharpness, hair_sharpness in lines.values():
+        assert kept_psnr == "inf" and abs(float(hair_sharpness) - 1) < 0.05 and abs(float(sharpness) - 1) < 0.1
+    for name in ("figure12.png", "hair_crops.png", "classic.png", "ddpm_t1.png", "ddim_t1.png"):
+        assert (tmp_path / name).is_file()
+    assert Image.open(tmp_path / "ddim_t1.png").size == (1024, 1024)

@@ -159,7 +159,8 @@ class TryOnResult:
     (drawn when first asked for).
     ``masks``: work-frame arrays: ``hair_alpha`` (S, S) float32 the new hair's matte,
     ``source_hair`` (S, S) float32 the warped source hair's own matte (before it is grown into
-    gaps beside the face), ``mapping_mask`` (S, S) uint8 labels, ``removed``/``artifacts`` (S, S) bool, ``paste_alpha`` (S, S) float32.
+    gaps beside the face), ``mapping_mask`` (S, S) uint8 labels, ``removed``/``artifacts`` (S, S) bool, ``paste_alpha`` (S, S) float32;
+    with SDEdit, ``edit_keep`` (S, S) bool its kept pixels and ``edit_region`` (S, S) float32, 1 where it may change them.
     ``timings``: seconds per stage (and ``total``). ``meta``: alignment kind, fallbacks, frame;
     ``meta['warnings']``: the one-line messages a person should read (the CLI prints them, the
     web page shows them); ``meta['faces']``: faces found in the target and the source.
@@ -336,7 +337,7 @@ class HairTryOn:
             classic, edit = final, None
             if model is not None:
                 with clock("sdedit"):
-                    edit = self.sdedit(tgt, mapping, final, paste_alpha, model, options, progress)
+                    edit = self.sdedit(tgt, mapping, final, paste_alpha, model, options, progress, artifacts)
                 final, paste_alpha = edit.image, np.maximum(paste_alpha, edit.region)
             with clock("paste_back"):
                 keep = None if edit is None else edit.keep
@@ -376,6 +377,7 @@ class HairTryOn:
                  "paste_alpha": paste_alpha}
         if edit is not None:
             masks["edit_keep"] = edit.keep
+            masks["edit_region"] = edit.region
         return TryOnResult(image, masks, dict(clock.timings, total=time.perf_counter() - t_start), meta, tgt, src,
                            lambda: _stage_pictures(tgt, src, mapping, parsed, artifacts, classic, image, edit),
                            alpha=alpha)
@@ -429,7 +431,7 @@ class HairTryOn:
         results = []
         for level in levels:
             edit = self.sdedit(tgt, mapping, final, paste_alpha, model,
-                               SDEditOptions(noise_level=level, **sdedit_options), progress)
+                               SDEditOptions(noise_level=level, **sdedit_options), progress, artifacts)
             image, alpha = _paste_result(tgt, mapping, edit.image, np.maximum(paste_alpha, edit.region), edit.keep,
                                          artifacts)
             results.append((level, tgt.photo.restore(image, alpha) if tgt.photo is not None else image))
@@ -437,13 +439,18 @@ class HairTryOn:
         return labelled_grid(tiles, cols=len(tiles), tile=256), results
 
     def sdedit(self, tgt: FaceAnalysis, mapping: "Mapping", image: np.ndarray, changed: np.ndarray, model,
-               options: SDEditOptions, progress: bool = False) -> "SDEditOutcome":
+               options: SDEditOptions, progress: bool = False,
+               artifacts: Optional[np.ndarray] = None) -> "SDEditOutcome":
         """SDEdit (paper 3.3.2) of the work-frame ``image`` ((S, S, 3) uint8, the fast-marching
         result): a head crop framed like the model's training faces goes to the model at its
         resolution; only the edit region comes back, feathered inside it, at the frame's own
         resolution. ``changed`` ((S, S) float32 > 0 where the try-on changed pixels) and the new
         hair are regenerated with the seams around them; the target's face, ears, neck and
-        clothes (eroded) are kept, bit for bit."""
+        clothes (eroded) are kept, bit for bit. At the frame's resolution the model gives the
+        colours and shapes, the input its detail (:func:`refinement.restore_detail`): the new
+        hair's strands and the target's own pixels are real; the old hair's rebuilt place (where
+        no new hair lies) and the fast-marching fills (``artifacts``, (S, S) bool) are not, and
+        take the grain of real pixels of their class."""
         s = tgt.frame.size
         head = tgt.landmarks.head_frame(model.sample_size, 1.0)
         f = tgt.frame
@@ -454,17 +461,27 @@ class HairTryOn:
         labels = crop.extract(mapping.intended, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0)
         regen = crop.extract(regenerate.astype(np.uint8), cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0).astype(bool)
         keep_crop = refinement.edit_mask(labels, regen, options.edit_region)
-        refined = refinement.refine(crop.extract(image, border=cv2.BORDER_REFLECT_101), keep_crop, model,
+        rebuilt, donors = refinement.detail_masks(mapping.intended, mapping.removed, mapping.layer.alpha, artifacts,
+                                                  tgt.inside)
+        rebuilt = crop.extract(rebuilt, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0)
+        donors = crop.extract(donors.astype(np.uint8), cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0) > 0
+        # the model refines the classic result as the photo shows it: the work frame blended into
+        # the target by ``changed``, as paste_back does
+        a = np.clip(changed, 0.0, 1.0).astype(np.float32)[..., None]
+        seen = np.clip(np.round(tgt.crop.astype(np.float32) * (1.0 - a) + image.astype(np.float32) * a), 0, 255)
+        given = crop.extract(seen.astype(np.uint8), border=cv2.BORDER_REFLECT_101)
+        refined = refinement.refine(given, keep_crop, model, rebuilt=rebuilt, labels=labels, donors=donors,
                                     sampler=options.sampler, t0=int(options.noise_level), steps=int(options.steps),
                                     repeats=int(options.repeats), seed=options.seed, progress=progress)
         rows, cols, brows, bcols = crop.roi()
-        out = image.copy()
-        out[rows, cols] = refined[brows, bcols]
+        out = image.copy()  # outside the edit region, the classic frame (pasted by ``changed`` as before)
+        edited = ~keep_crop[brows, bcols]
+        out[rows, cols][edited] = refined[brows, bcols][edited]
         keep = np.zeros((s, s), bool)
         keep[rows, cols] = keep_crop[brows, bcols]
         region = np.zeros((s, s), np.float32)
         region[rows, cols] = ~keep_crop[brows, bcols]
-        return SDEditOutcome(out, keep, region, refined, crop)
+        return SDEditOutcome(out, keep, region, refined, crop, given)
 
     def check_photos(self, tgt: FaceAnalysis, src: FaceAnalysis) -> "checks.Checks":
         """What each photo says about how well the method can do (:mod:`hairtryon.checks`)."""
@@ -626,13 +643,15 @@ class SDEditOutcome:
     """SDEdit's part of a try-on, in the target's work frame. ``image``: (S, S, 3) uint8 the
     refined frame; ``keep``: (S, S) bool the kept pixels (exactly the input's); ``region``:
     (S, S) float32, 1 where SDEdit may change pixels; ``refined``: the head crop as the model
-    left it (at the frame's resolution); ``crop``: that head crop's box in the frame."""
+    left it (at the frame's resolution); ``crop``: that head crop's box in the frame; ``given``:
+    the head crop SDEdit was given (the classic result as the photo shows it), same size."""
 
     image: np.ndarray
     keep: np.ndarray
     region: np.ndarray
     refined: np.ndarray
     crop: Frame
+    given: Optional[np.ndarray] = None
 
 
 @dataclass

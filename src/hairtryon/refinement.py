@@ -13,6 +13,10 @@ input.
   ``(x_t, t) -> eps`` (see :class:`Denoiser`), so tests can plug an exact oracle.
 - :func:`edit_mask`, :func:`paste_back` and :func:`refine` build the kept region from the
   semantic map and put the 256² result back into a larger image, exactly outside the edit.
+- :func:`restore_detail` brings the result back at the crop's own resolution: the model's low
+  frequencies (its change, upsampled), the input's detail above the model's resolution where it
+  is real, and, on rebuilt pixels the model repainted, the grain of real pixels of their class
+  (:func:`class_texture`), so nothing comes back blurred next to a sharp face.
 
 Samplers: ``ddpm`` = the paper's ancestral sampling, one UNet call per level from ``t0`` down
 to 0, the whole edit repeated ``repeats`` times; ``ddim`` = deterministic DDIM (eta 0) in at
@@ -30,7 +34,7 @@ from .diffusion import (DDPM_DEFAULTS, DEFAULT_MODEL, REFINE_MODES, Denoiser, Di
                         load_diffusion_model, load_for_refine)
 from .errors import HairTryOnError
 from .framing import disk
-from .segmentation import BACKGROUND, EARS, FACE, NECK
+from .segmentation import BACKGROUND, EARS, FACE, HAIR, NECK
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -199,15 +203,170 @@ def paste_back(base: np.ndarray, refined: np.ndarray, edit_region: np.ndarray, f
     return np.where(region[..., None], blended, base)
 
 
+def low_pass(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` ((H, W, C) float32) as the model sees it, brought back to (H, W, C): area
+    averaging down to ``size``², bicubic up. ``image - low_pass(image, size)`` is the detail
+    above the model's resolution. Returns (H, W, C) float32."""
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return _upsample(small, h, w)
+
+
+def _upsample(small: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(s, s, C) float32 -> (h, w, C) float32: bicubic up, area averaging down."""
+    up = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC if h >= small.shape[0] else cv2.INTER_AREA)
+    return up.reshape(h, w, -1)
+
+
+# classes that may lend their grain to one another when a class has no real pixels of its own
+_FALLBACK = {EARS: (FACE,), FACE: (EARS, NECK), NECK: (FACE,)}
+
+
+def class_texture(detail: np.ndarray, where: np.ndarray, labels: np.ndarray, donors: np.ndarray,
+                  block_px: int, rng: np.random.Generator):
+    """Full-resolution texture for the pixels ``where``, copied from real pixels of their class.
+
+    ``detail``: (H, W, 3) float32, the photo's detail above the model's resolution
+    (``x - low_pass(x)``); ``where``: (H, W) bool, the pixels to texture; ``labels``: (H, W)
+    uint8 class ids (the mapping mask); ``donors``: (H, W) bool, pixels whose detail is real.
+    ``where`` is cut into ``block_px``² blocks (smaller for thin classes); each block of each
+    class copies the detail of a random block lying wholly inside that class's donors (a related
+    class's when it has none: ears <-> face <-> neck+clothes), away from their border, so the
+    copy carries the class's own grain, colour noise and compression texture. Donor blocks much
+    busier than the class's median (an object's edge, not grain) are never copied; a class
+    without donors gets none. Returns (texture (H, W, 3) float32, zero outside ``where``;
+    grain (H, W) float32, the RMS per channel of the texture's class, 0 where none was found).
+    """
+    h, w = where.shape
+    tex = np.zeros_like(detail)
+    grain = np.zeros((h, w), np.float32)
+    if not where.any():
+        return tex, grain
+    energy = cv2.blur(np.einsum("ijk,ijk->ij", detail, detail), (block_px, block_px))  # a block's mean, at its centre
+    pools: Dict[int, Optional[tuple]] = {}
+
+    def pool(c: int):
+        """(top-left ys, xs, block side, grain RMS) of the calm donor blocks of class c, or None."""
+        if c not in pools:
+            pools[c] = None
+            src = donors & (labels == c)
+            for b in (block_px, max(4, block_px // 2)):
+                if src.sum() < b * b:
+                    continue
+                k = b + 2 * max(2, b // 4) + 1  # the block and a margin: no detail of a neighbouring class
+                inner = np.flatnonzero(cv2.erode(src.astype(np.uint8), np.ones((k, k), np.uint8), borderValue=0))
+                if len(inner) > 4096:  # plenty of variety; the rest would only cost time
+                    inner = rng.choice(inner, 4096, replace=False)
+                ys, xs = inner // w - b // 2, inner % w - b // 2
+                ok = (ys >= 0) & (xs >= 0) & (ys + b <= h) & (xs + b <= w)
+                if not ok.any():
+                    continue
+                ys, xs = ys[ok], xs[ok]
+                e = energy[ys + b // 2, xs + b // 2]
+                median = float(np.median(e))
+                calm = e <= 3.0 * median  # grain, not the edge of an object inside the class
+                pools[c] = (ys[calm], xs[calm], b, np.sqrt(median / 3.0))
+                break
+        return pools[c]
+
+    for c in np.unique(labels[where]):
+        c = int(c)
+        cand = pool(c)
+        for alt in _FALLBACK.get(c, ()):
+            cand = cand if cand is not None else pool(alt)
+        if cand is None:
+            continue
+        cy, cx, b, rms = cand
+        ys, xs = np.nonzero(where & (labels == c))
+        nbx = (w + b - 1) // b
+        pick = rng.integers(0, len(cy), ((h + b - 1) // b) * nbx)[(ys // b) * nbx + xs // b]  # one donor per block
+        tex[ys, xs] = detail[cy[pick] + ys % b, cx[pick] + xs % b]
+        grain[ys, xs] = rms
+    return tex, grain
+
+
+def restore_detail(image: np.ndarray, given: np.ndarray, edited: np.ndarray, rebuilt: Optional[np.ndarray] = None,
+                   labels: Optional[np.ndarray] = None, donors: Optional[np.ndarray] = None,
+                   seed: Optional[int] = None, block_px: Optional[int] = None) -> np.ndarray:
+    """SDEdit's result at the photo's own resolution: the model's low frequencies, the input's
+    detail above the model's resolution where it is real, the photo's own grain where it is not.
+
+    ``image``: (H, W, 3) uint8, the full-resolution input; ``given``: (S, S, 3) uint8, what the
+    model was given (``image`` area-averaged to S²); ``edited``: (S, S, 3) uint8, what the model
+    made of it. The model's change ``edited - given`` is upsampled (bicubic) and added to
+    ``image``: colours, shapes and shading are the model's, the detail above S² the input's, so
+    the new hair keeps its strands and the seams their sharpness.
+
+    ``rebuilt``: (H, W) float32 in [0, 1], how much of a pixel's detail is not real (the pixels
+    the try-on filled); ``labels``: (H, W) uint8 class ids (needed with ``rebuilt``); ``donors``:
+    (H, W) bool, pixels whose detail is real (default: where ``rebuilt`` is 0). Where the model
+    regenerated a rebuilt pixel, its detail is replaced by :func:`class_texture`: by the fraction
+    ``rebuilt`` x min(1, c / g), with c the model's local change (its change blurred over a
+    model pixel and a half, RMS over channels) and g the RMS grain of the class. A model that
+    kept the fill (an oracle, a t0 near 0) leaves its detail as it was; one that repainted it
+    by more than the grain gives it the grain of real pixels of its class. ``block_px``: the
+    texture's block side (default 4x the upsampling factor, at least 8); ``seed``: its random
+    draw. Returns (H, W, 3) uint8.
+    """
+    h, w = image.shape[:2]
+    s = given.shape[0]
+    x = image.astype(np.float32)
+    delta = edited.astype(np.float32) - given.astype(np.float32)
+    out = x + _upsample(delta, h, w)
+    if rebuilt is not None and h > s:
+        rebuilt = np.clip(np.asarray(rebuilt, np.float32), 0.0, 1.0)
+        where = rebuilt > 0
+        if where.any():
+            if labels is None:
+                raise ValueError("restore_detail needs the labels to texture rebuilt pixels")
+            donors = ~where if donors is None else (np.asarray(donors, bool) & ~where)
+            block = max(8, int(round(4 * h / s))) if block_px is None else int(block_px)
+            detail = x - low_pass(x, s)
+            tex, grain = class_texture(detail, where, np.asarray(labels), donors, block,
+                                       np.random.default_rng(seed))
+            change = np.sqrt(np.square(cv2.GaussianBlur(delta, (0, 0), 1.5)).mean(axis=2))
+            change = _upsample(change, h, w)[..., 0]
+            weight = rebuilt * np.clip(change / np.maximum(grain, 1e-6), 0.0, 1.0) * (grain > 0)
+            out += weight[..., None] * (tex - detail)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def detail_masks(intended: np.ndarray, removed: np.ndarray, hair_alpha: np.ndarray,
+                 artifacts: Optional[np.ndarray] = None, inside: Optional[np.ndarray] = None):
+    """Where a try-on's detail is real, for :func:`restore_detail`.
+
+    ``intended``: (S, S) uint8 the mapping mask; ``removed``: (S, S) bool where the target's old
+    hair was; ``hair_alpha``: (S, S) float32 the new hair's matte; ``artifacts``: (S, S) bool the
+    fast-marching fills; ``inside``: (S, S) bool the frame's pixels that lie in the photo.
+    Returns (rebuilt (S, S) float32: the old hair's rebuilt place where no new hair covers it
+    (``removed`` x (1 - alpha)) and the fast-marching fills (1, even on the new hair: their strands
+    are smeared); donors (S, S) bool: pixels whose detail is real, to copy grain from: the new hair
+    where it is opaque, the target's own pixels elsewhere, never a rebuilt one).
+    """
+    alpha = np.asarray(hair_alpha, np.float32)
+    rebuilt = np.asarray(removed, bool) * (1.0 - alpha)
+    if artifacts is not None:
+        rebuilt = np.maximum(rebuilt, np.asarray(artifacts, bool))
+    donors = (rebuilt == 0) & np.where(np.asarray(intended) == HAIR, alpha >= 0.99, alpha == 0)
+    if inside is not None:
+        donors &= np.asarray(inside, bool)
+    return rebuilt.astype(np.float32), donors
+
+
 def refine(image: np.ndarray, keep: np.ndarray, denoiser: Callable, *, sample_size: Optional[int] = None,
-           feather_px: Optional[int] = None, **sdedit_kwargs) -> np.ndarray:
-    """SDEdit a square crop of any size: resized to the model's S², edited, and only the edit
-    region (``~keep``) pasted back, feathered, at the crop's own resolution.
+           feather_px: Optional[int] = None, rebuilt: Optional[np.ndarray] = None,
+           labels: Optional[np.ndarray] = None, donors: Optional[np.ndarray] = None,
+           **sdedit_kwargs) -> np.ndarray:
+    """SDEdit a square crop of any size at its own resolution: resized to the model's S²,
+    edited, brought back by :func:`restore_detail` (the model's low frequencies, the input's
+    detail above S² where it is real, class texture where ``rebuilt``), and only the edit region
+    (``~keep``) pasted back, feathered.
 
     ``image``: (H, H, 3) uint8 RGB (a head crop); ``keep``: (H, H) bool, True = kept (see
     :func:`edit_mask`). ``sample_size``: S (default ``denoiser.sample_size``, else 256).
-    ``feather_px`` (default H/64) and the :func:`sdedit` keywords. Returns (H, H, 3) uint8 equal
-    to ``image`` wherever ``keep`` is True.
+    ``rebuilt`` ((H, H) float32), ``labels`` ((H, H) uint8), ``donors`` ((H, H) bool): see
+    :func:`restore_detail` (None: all detail is real). ``feather_px`` (default H/64) and the
+    :func:`sdedit` keywords. Returns (H, H, 3) uint8 equal to ``image`` wherever ``keep`` is True.
     """
     keep = np.asarray(keep, bool)
     size = int(sample_size or getattr(denoiser, "sample_size", 256))
@@ -215,5 +374,6 @@ def refine(image: np.ndarray, keep: np.ndarray, denoiser: Callable, *, sample_si
     small = image if (h, w) == (size, size) else cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     keep_small = cv2.resize(keep.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
     out = sdedit(small, keep_small, denoiser, **sdedit_kwargs)
+    full = restore_detail(image, small, out, rebuilt, labels, donors, seed=sdedit_kwargs.get("seed"))
     feather = max(1, round(min(h, w) / 64)) if feather_px is None else int(feather_px)
-    return paste_back(image, out, ~keep, feather)
+    return paste_back(image, full, ~keep, feather)
