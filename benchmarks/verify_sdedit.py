@@ -134,7 +134,8 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    classic = tool(target, source, refine="classic")
+    # a check of the model, not of the pair: pairs the checks would decline are tried anyway
+    classic = tool(target, source, refine="classic", force=True)
     save_image(classic.image, out / "classic.png")
     head_side = classic.target.landmarks.head_frame(model.sample_size).side  # photo pixels the model sees as S²
     scale = min(1.0, model.sample_size / head_side)  # the model's resolution, in photo pixels
@@ -147,7 +148,7 @@ def run(args) -> int:
         tiles = [("target", frame.extract(target)), ("source", classic.source.crop), ("classic", frame.extract(classic.image))]
         for level in levels:
             t = time.perf_counter()
-            r = tool(target, source, refine="sdedit", sampler=sampler, noise_level=level, steps=args.steps,
+            r = tool(target, source, refine="sdedit", force=True, sampler=sampler, noise_level=level, steps=args.steps,
                      repeats=args.repeats if sampler == "ddpm" else 1, seed=args.seed, edit_region=args.edit_region)
             seconds = r.timings.get("sdedit", time.perf_counter() - t)
             edited = _to_photo(r, r.masks["edit_region"]) > 0

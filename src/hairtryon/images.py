@@ -162,6 +162,12 @@ def _photo_from_pil(pil: Image.Image, name: str = "", frames: int = 1, notes: Tu
     return Photo(rgb, alpha, grey, name, frames, colour, notes)
 
 
+def pil_to_rgb(pil: Image.Image) -> np.ndarray:
+    """Any PIL image -> (H, W, 3) uint8 RGB as the loader reads it (EXIF orientation applied,
+    high bit depths scaled, transparency composited onto white)."""
+    return _photo_from_pil(pil).rgb
+
+
 def _photo_from_array(arr: np.ndarray, name: str = "") -> Photo:
     """A numpy image (H, W), (H, W, 1), (H, W, 2), (H, W, 3) or (H, W, 4); uint8, uint16, bool or
     float in [0, 1] -> :class:`Photo`."""

@@ -341,7 +341,7 @@ class HairTryOn:
                 final, paste_alpha = edit.image, np.maximum(paste_alpha, edit.region)
             with clock("paste_back"):
                 keep = None if edit is None else edit.keep
-                image, alpha = _paste_result(tgt, mapping, final, paste_alpha, keep, artifacts)
+                image, alpha = _paste_result(tgt, mapping, final, paste_alpha, keep, artifacts, edit)
                 # the new hair's sharpness and grain at the photo's own resolution (a frame
                 # smaller than the photo upsampled it on the way back)
                 image = matting.photo_finish(image, tgt.frame, mapping.layer.alpha, tgt.photo_grain,
@@ -409,7 +409,7 @@ class HairTryOn:
         # its edge once resampled to the photo's own pixels)
         face_edge = np.maximum(grow(changed, 1.0).astype(np.float32), 0.5 * grow(changed, 2.0))
         feather = np.where(tgt.semantic.labels == FACE, face_edge, _feather(changed, max(1.0, tgt.frame.size / 512)))
-        mapping.changed_alpha = feather
+        mapping.changed_alpha, mapping.classic = feather, final
         paste_alpha = np.maximum(mapping.layer.alpha, feather)
         return tgt, src, mapping, final, artifacts, parsed, paste_alpha, found
 
@@ -433,7 +433,7 @@ class HairTryOn:
             edit = self.sdedit(tgt, mapping, final, paste_alpha, model,
                                SDEditOptions(noise_level=level, **sdedit_options), progress, artifacts)
             image, alpha = _paste_result(tgt, mapping, edit.image, np.maximum(paste_alpha, edit.region), edit.keep,
-                                         artifacts)
+                                         artifacts, edit)
             results.append((level, tgt.photo.restore(image, alpha) if tgt.photo is not None else image))
             tiles.append((f"t0 = {level}", tgt.frame.extract(image)))
         return labelled_grid(tiles, cols=len(tiles), tile=256), results
@@ -467,8 +467,12 @@ class HairTryOn:
         donors = crop.extract(donors.astype(np.uint8), cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0) > 0
         # the model refines the classic result as the photo shows it: the work frame blended into
         # the target by ``changed``, as paste_back does
-        a = np.clip(changed, 0.0, 1.0).astype(np.float32)[..., None]
-        seen = np.clip(np.round(tgt.crop.astype(np.float32) * (1.0 - a) + image.astype(np.float32) * a), 0, 255)
+        if mapping.changed_alpha is not None and artifacts is not None:
+            content, weight = classic_layers(mapping, image, artifacts)
+        else:
+            content, weight = image, np.clip(changed, 0.0, 1.0)
+        a = weight.astype(np.float32)[..., None]
+        seen = np.clip(np.round(tgt.crop.astype(np.float32) * (1.0 - a) + content.astype(np.float32) * a), 0, 255)
         given = crop.extract(seen.astype(np.uint8), border=cv2.BORDER_REFLECT_101)
         refined = refinement.refine(given, keep_crop, model, rebuilt=rebuilt, labels=labels, donors=donors,
                                     sampler=options.sampler, t0=int(options.noise_level), steps=int(options.steps),
@@ -682,6 +686,7 @@ class Mapping:
     composite: np.ndarray
     hair_upscale: float = 1.0
     changed_alpha: Optional[np.ndarray] = None  # (S, S) float32: where the try-on rebuilt, feathered
+    classic: Optional[np.ndarray] = None  # (S, S, 3) uint8: the fast-marching result (before SDEdit)
 
 
 def _stage_pictures(tgt: FaceAnalysis, src: FaceAnalysis, mapping: Mapping, parsed: Optional[SemanticMap],
@@ -785,31 +790,42 @@ def paste_back(image: np.ndarray, frame: Frame, content: np.ndarray, alpha: np.n
     return out
 
 
+def classic_layers(mapping: "Mapping", final: np.ndarray, rebuilt: np.ndarray):
+    """The classic result as one layer over the target: (content (S, S, 3) uint8, weight (S, S)
+    float32). What was rebuilt (the mapping's hairless target, the artifacts filled by fast
+    marching: ``rebuilt`` (S, S) bool, taken from ``final``) goes in by the changed region's
+    feathered weight c, the new hair over it by its matte a, so that every pixel gets the hair at
+    its matte's weight once: weight 1 - (1 - c)(1 - a), content (c (1 - a) rebuilt + a hair) /
+    weight. Where the weight is 0 the content is ``final``'s own pixels (resampling blends
+    neighbours: a black there would darken the seam)."""
+    layer = mapping.layer
+    c, a = mapping.changed_alpha.astype(np.float32)[..., None], layer.alpha.astype(np.float32)[..., None]
+    background = np.where(rebuilt[..., None], final, mapping.hairless).astype(np.float32)
+    p = c + a - c * a
+    content = (c * (1 - a) * background + a * layer.foreground) / np.maximum(p, 1e-6)
+    content = np.where(p > 1e-3, content, final)
+    return np.clip(np.round(content), 0, 255).astype(np.uint8), p[..., 0]
+
+
 def _paste_result(tgt: FaceAnalysis, mapping: "Mapping", final: np.ndarray, paste_alpha: np.ndarray,
-                  keep: Optional[np.ndarray], rebuilt: np.ndarray):
+                  keep: Optional[np.ndarray], rebuilt: np.ndarray, edit: Optional["SDEditOutcome"] = None):
     """The try-on's work frame pasted back into the target photo, in the photo's own kind:
     a grey target gets the new content in grey; a target with transparency gets its alpha
     pasted back too (the new hair's alpha is its matte; where the old hair's place was rebuilt
-    the alpha is rebuilt from the alpha around it). ``rebuilt``: (S, S) bool artifacts filled by
+    the alpha is rebuilt from the alpha around it). The classic result goes in as
+    :func:`classic_layers` says; SDEdit's regenerated region (``edit``) replaces it there, its
+    kept pixels (``keep``) stay the photo's own. ``rebuilt``: (S, S) bool artifacts filled by
     fast marching. Returns (image (H, W, 3) uint8, alpha (H, W) uint8 or None)."""
     photo = tgt.photo
-    layer = mapping.layer
-    if keep is None and mapping.changed_alpha is not None:
-        # the classic result: what was rebuilt (the mapping's hairless target with the artifacts
-        # filled) goes in first, then the new hair over it at the photo's resolution, so every
-        # pixel gets the hair at its matte's weight once (not the matte squared at the rim)
-        # (in one paste: p = 1 - (1 - c)(1 - a), content = (c (1 - a) background + a hair) / p)
-        c, a = mapping.changed_alpha.astype(np.float32)[..., None], layer.alpha.astype(np.float32)[..., None]
-        background = np.where(rebuilt[..., None], final, mapping.hairless).astype(np.float32)
-        p = c + a - c * a
-        content = (c * (1 - a) * background + a * layer.foreground) / np.maximum(p, 1e-6)
-        # where nothing changes the content is the frame's own pixels: resampling to the photo
-        # blends neighbours, and a black there would darken the seam
-        content = np.where(p > 1e-3, content, final)
-        content = np.clip(np.round(content), 0, 255).astype(np.uint8)
+    if mapping.changed_alpha is not None:
+        content, p = classic_layers(mapping, final if edit is None else mapping.classic, rebuilt)
+        if edit is not None:
+            region = edit.region.astype(np.float32)
+            content = np.where(region[..., None] > 0, edit.image, content)
+            p = np.maximum(p, region)
         if photo is not None and photo.grey:
             content = grey_rgb(content)
-        image = paste_back(tgt.image, tgt.frame, content, p[..., 0])
+        image = paste_back(tgt.image, tgt.frame, content, p, keep=keep)
     else:
         if photo is not None and photo.grey:
             final = grey_rgb(final)
