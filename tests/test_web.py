@@ -92,10 +92,11 @@ def test_controls_are_checked_on_the_server():
 
     service = TryOnService.__new__(TryOnService)
     assert service.options({}) == {"refine": "auto", "noise_level": 500, "steps": 25, "seed": 0,
-                                   "target_face": 0, "source_face": 0}
+                                   "target_face": 0, "source_face": 0, "force": False}
     assert service.options({"seed": None, "noise_level": 300.0})["seed"] is None
+    assert service.options({"force": "true"})["force"] is True
     for bad in ({"refine": "none"}, {"noise_level": 0}, {"noise_level": 1001}, {"steps": 10_000},
-                {"seed": -1}, {"seed": 1.5}, {"target_face": "x"}):
+                {"seed": -1}, {"seed": 1.5}, {"target_face": "x"}, {"force": "maybe"}):
         with pytest.raises(HairTryOnError):
             service.options(bad)
 
@@ -195,8 +196,10 @@ def _client(server):
 def _call(client, target, source, refine="classic", **kw):
     from gradio_client import handle_file
 
+    # force: the loho crops cut the hair off at the top, which the realism checks decline; these
+    # tests are about the page (test_api_messages checks the decline itself)
     args = dict(target=handle_file(str(target)), source=handle_file(str(source)), refine=refine, noise_level=500,
-                steps=25, seed=0, target_face=0, source_face=0)
+                steps=25, seed=0, target_face=0, source_face=0, force=True)
     args.update(kw)
     return client.submit(api_name="/tryon", **args)
 
@@ -292,7 +295,7 @@ def test_load(server, photos):
 
 def test_api_messages(server, photos):
     """Settings the page would not send are refused by the server; SDEdit's weights missing
-    offline is a message; refine=auto falls back to classic and says so (meta['warnings'])."""
+    offline is a message; a pair the tool declines says why and points at 'Try anyway'; refine=auto falls back to classic and says so (meta['warnings'])."""
     from gradio_client.exceptions import AppError
 
     small, _ = photos
@@ -303,6 +306,10 @@ def test_api_messages(server, photos):
         _call(client, small[0], small[1], steps=5000).result(timeout=300)
     with pytest.raises(AppError, match="refine must be one of auto, sdedit, classic"):
         _call(client, small[0], small[1], refine="none").result(timeout=300)
+    with pytest.raises(AppError, match="cut off by the photo's .* Tick 'Try anyway' to make it all the same"):
+        _call(client, small[0], small[1], force=False).result(timeout=300)
+    with pytest.raises(AppError, match="try anyway must be true or false"):
+        _call(client, small[0], small[1], force="maybe").result(timeout=300)
     out = _call(client, small[0], small[1], refine="auto").result(timeout=300)
     notes = out[3]
     assert "SDEdit fell back to the classic result" in notes and "SDEdit refinement skipped" in notes

@@ -39,8 +39,8 @@ class CannotDoWell(HairTryOnError):
 
     def __init__(self, concerns: Sequence["Concern"]):
         self.concerns = list(concerns)
-        super().__init__(" ".join(c.message for c in self.concerns if c.decline)
-                         + " (use --force to try anyway).")
+        self.reasons = " ".join(c.message for c in self.concerns if c.decline)  # without the CLI's hint
+        super().__init__(self.reasons + " (use --force to try anyway).")
 
 
 @dataclass(frozen=True)

@@ -81,8 +81,8 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     ids = np.unique(comp[hair.astype(bool)])
     taken &= np.isin(comp, ids[ids > 0])
     # and the thin dark line the hair's edge leaves along what was taken
-    rim = face & grow(taken | (hair.astype(bool) & ~face), max(1.5, face_margin_px / 8)) & \
-        (lab[..., 0] < local - 2.0)
+    rim = face & grow(taken | (hair.astype(bool) & ~face), max(2.0, face_margin_px / 3)) & \
+        (lab[..., 0] < local - 1.0)
     if keep is not None:
         rim &= ~keep
     taken |= rim

@@ -882,7 +882,7 @@ def match_grain(layer: HairLayer, target: Grain, source: Grain, upscale: float,
 
 
 def photo_finish(image: np.ndarray, frame, alpha: np.ndarray, target: Grain, upscale: float = 1.0,
-                 rng: Optional[np.random.Generator] = None) -> np.ndarray:
+                 rng: Optional[np.random.Generator] = None, in_place: bool = False) -> np.ndarray:
     """The delivered photo ((H, W, 3) uint8) with the new hair's sharpness and grain made good at
     the photo's own resolution, where the work frame (``frame``, a
     :class:`~hairtryon.framing.Frame`) was smaller than the photo: the hair was upsampled on its
@@ -891,7 +891,8 @@ def photo_finish(image: np.ndarray, frame, alpha: np.ndarray, target: Grain, ups
     enlargement of the source's hair, ``upscale``: as in :func:`grain_filter`; halo-clamped),
     then its grain is topped up to the photo's own (:func:`add_grain`). ``alpha`` (S, S) float32
     the new hair's matte in the frame; ``target`` the photo's :class:`Grain` at its own resolution.
-    Returns a new array (the input when nothing is to be done)."""
+    Returns a new array (the input when nothing is to be done), or ``image`` itself changed
+    when ``in_place`` (no second photo-sized array)."""
     rows, cols, brows, bcols = frame.roi()
     a = frame.to_image_box(alpha.astype(np.float32))[brows, bcols]
     if not (a > 0).any():
@@ -908,7 +909,8 @@ def photo_finish(image: np.ndarray, frame, alpha: np.ndarray, target: Grain, ups
     out = add_grain(out, ab > 0.95, target, rng if rng is not None else np.random.default_rng(1), weight=ab)
     if out is region:
         return image
-    result = image.copy()
+    del region, ab
+    result = image if in_place else image.copy()
     view = result[rows, cols]
     view[box] = np.clip(np.round(out), 0, 255).astype(np.uint8)
     return result

@@ -134,7 +134,20 @@ class FaceAnalysis:
             return self.grain
         rows, cols, brows, bcols = f.roi()
         labels = f.to_image_box(self.semantic.labels, cv2.INTER_NEAREST)[brows, bcols]
-        return matting.measure_grain(self.image[rows, cols], labels == FACE)
+        face = labels == FACE
+        # grain and blur are local statistics: a window of PHOTO_GRAIN_WINDOW² pixels around
+        # the face's centre measures them as well as the whole face of a huge photo, at a
+        # fraction of its memory
+        ys, xs = np.nonzero(face)
+        if len(ys) and max(face.shape) > PHOTO_GRAIN_WINDOW:
+            half = PHOTO_GRAIN_WINDOW // 2
+            cy, cx = int(np.median(ys)), int(np.median(xs))
+            y0 = int(np.clip(cy - half, 0, max(0, face.shape[0] - PHOTO_GRAIN_WINDOW)))
+            x0 = int(np.clip(cx - half, 0, max(0, face.shape[1] - PHOTO_GRAIN_WINDOW)))
+            win = slice(y0, y0 + PHOTO_GRAIN_WINDOW), slice(x0, x0 + PHOTO_GRAIN_WINDOW)
+            image = self.image[rows, cols][win]
+            return matting.measure_grain(image, face[win])
+        return matting.measure_grain(self.image[rows, cols], face)
 
     def forehead_column(self) -> np.ndarray:
         """(S, S) bool: the band above the eyes as wide as the face's upper half (slightly
@@ -193,6 +206,9 @@ class TryOnResult:
         if self._stages is None:
             self._stages = self._make_stages() if self._make_stages else {}
         return self._stages
+
+
+PHOTO_GRAIN_WINDOW = 1536  # pixels on a side: where a photo's own grain is measured
 
 
 class _Clock:
@@ -345,7 +361,7 @@ class HairTryOn:
                 # the new hair's sharpness and grain at the photo's own resolution (a frame
                 # smaller than the photo upsampled it on the way back)
                 image = matting.photo_finish(image, tgt.frame, mapping.layer.alpha, tgt.photo_grain,
-                                             mapping.hair_upscale)
+                                             mapping.hair_upscale, in_place=True)
         finally:
             bar.close()
         meta = {"frame": tgt.frame, "segmenter": self.segmenter.name, "alignment": mapping.alignment.kind,

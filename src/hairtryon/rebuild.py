@@ -225,6 +225,15 @@ def skin_fill(image: np.ndarray, hole: np.ndarray, skin: np.ndarray, face: np.nd
     # strands along the old hair's edge were taken with the old hair)
     redo = sub_hole
     low_target = membrane(img, sub_face, scale=max(2.0, s / 200))
+    # ... but the old hair's shade along its edge (what was left of it) would carry across the
+    # whole hole: the tone inside comes from the face beyond a band along the hole, and the
+    # exact border values fade into it over about s/80 (a soft shade at the edge, no dark plate)
+    band = sub_face & grow(sub_hole, s / 40)
+    if (sub_face & ~band).sum() > 0.5 * sub_face.sum():
+        robust = membrane(img, sub_face & ~band, scale=max(2.0, s / 200))
+        depth = cv2.distanceTransform(sub_hole.astype(np.uint8), cv2.DIST_L2, 3)
+        fade = np.exp(-depth / max(1.0, s / 80))[..., None]
+        low_target = np.where(sub_hole[..., None], robust + fade * (low_target - robust), low_target)
     full_redo = np.zeros_like(hole)
     full_redo[rows, cols] = redo
     donor = patch_fill(image, full_redo, skin & ~full_redo, max_side=512, patch_radius=3, margin=0.5,

@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .checks import CannotDoWell
 from .errors import HairTryOnError, NoFaceFound
 from .framing import resize
 from .images import pil_to_rgb, save_image
@@ -164,7 +165,7 @@ class Control:
 
     name: str
     label: str
-    kind: str
+    kind: str  # radio, slider, number or checkbox
     default: Any
     check: Callable[[Any], Any]
     info: str = ""
@@ -199,6 +200,18 @@ def _one_of(label: str, choices: Sequence[str]) -> Callable[[Any], Any]:
     return check
 
 
+def _yes_no(label: str) -> Callable[[Any], Any]:
+    def check(value):
+        if value in (None, ""):
+            return False
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise HairTryOnError(f"{label} must be true or false, got {value!r}.")
+    return check
+
+
 REFINE_CHOICES = ("auto", "sdedit", "classic")
 CONTROLS: Tuple[Control, ...] = (
     Control("refine", "Refine", "radio", "auto", _one_of("refine", REFINE_CHOICES), choices=REFINE_CHOICES,
@@ -214,6 +227,9 @@ CONTROLS: Tuple[Control, ...] = (
             info="0 = the largest face, 1 = the next, ...", advanced=True),
     Control("source_face", "Face in the hairstyle photo", "number", 0,
             _int_in("the face in the hairstyle photo", 0, 9), info="0 = the largest face", advanced=True),
+    Control("force", "Try anyway", "checkbox", False, _yes_no("try anyway"),
+            info="make the try-on even for a pair the tool says it cannot do well (a hat, a turned head, "
+                 "hair the photo cuts off); the notes then say what to expect"),
 )
 
 
@@ -327,6 +343,8 @@ def _control_component(gr, c: Control):
         return gr.Radio(choices=list(c.choices), **common)
     if c.kind == "slider":
         return gr.Slider(minimum=c.minimum, maximum=c.maximum, step=c.step, **common)
+    if c.kind == "checkbox":
+        return gr.Checkbox(**common)
     return gr.Number(precision=0, **common)
 
 
@@ -366,8 +384,11 @@ def build_app(service: TryOnService, examples: Optional[Sequence[Sequence[str]]]
         controls = [made[c.name] for c in CONTROLS]
         run = gr.Button("Run", variant="primary", elem_id="run")
         if examples:
-            gr.Examples(examples=[list(row) for row in examples], inputs=photo_inputs[:len(examples[0])],
-                        label="Example pairs (public-domain portraits)", cache_examples=False,
+            # Grace Hopper wears a cap, which the realism checks decline: the examples try anyway
+            gr.Examples(examples=[list(row) + [True] for row in examples],
+                        inputs=photo_inputs[:len(examples[0])] + [made["force"]],
+                        label="Example pairs (public-domain portraits, tried anyway: one wears a cap)",
+                        cache_examples=False,
                         elem_id="examples")
         with gr.Row():
             with gr.Column(scale=3):
@@ -393,6 +414,9 @@ def build_app(service: TryOnService, examples: Optional[Sequence[Sequence[str]]]
             try:
                 photos = {p.name: _payload_photo(named[p.name], p.what, upload_dir) for p in PHOTOS}
                 res = service.run(photos, named, lambda f, text: progress(f, desc=text))
+            except CannotDoWell as exc:  # the page's word for --force
+                raise gr.Error(html.escape(exc.reasons + " Tick 'Try anyway' to make it all the same.", quote=False),
+                               duration=None, print_exception=False) from None
             except HairTryOnError as exc:
                 raise gr.Error(html.escape(str(exc), quote=False), duration=None, print_exception=False) from None
             except Exception:  # a bug, not the person's doing: the log has it, the page a sentence
