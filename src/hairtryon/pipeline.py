@@ -128,7 +128,8 @@ class TryOnResult:
     ``masks``: work-frame arrays: ``hair_alpha`` (S, S) float32 the new hair's matte,
     ``source_hair`` (S, S) float32 the warped source hair's own matte (before it is grown into
     gaps beside the face), ``mapping_mask`` (S, S) uint8 labels, ``removed``/``artifacts`` (S, S) bool, ``paste_alpha`` (S, S) float32.
-    ``timings``: seconds per stage (and ``total``). ``meta``: alignment kind, fallbacks, frame;
+    ``timings``: seconds per stage (and ``total``). ``meta``: alignment kind, fallbacks, frame,
+    ``warp`` ((3, 3) float64, the source's work frame -> the target's, used by the evaluation);
     ``meta['warnings']``: the one-line messages a person should read (the CLI prints them, the
     web page shows them).
     """
@@ -271,7 +272,8 @@ class HairTryOn:
                                    keep=None if edit is None else edit.keep)
         finally:
             bar.close()
-        meta = {"frame": tgt.frame, "segmenter": self.segmenter.name, "alignment": mapping.alignment.kind,
+        meta = {"frame": tgt.frame, "warp": mapping.warp, "segmenter": self.segmenter.name,
+                "alignment": mapping.alignment.kind,
                 "refine": "sdedit" if model is not None else ("none" if refine == "none" else "classic")}
         if mapping.alignment.reason:
             meta["alignment_fallback"] = mapping.alignment.reason
