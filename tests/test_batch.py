@@ -115,7 +115,7 @@ def test_batch_errors_resume_and_two_workers_identical(pairs_csv, tmp_path, caps
     # two processes: the same images, byte for byte, and the same errors
     rep = run_batch(pairs_csv, tmp_path / "two", RunOptions(refine="classic"), workers=2, progress=False)
     assert _files(tmp_path / "two") == files
-    assert [(e["row"], e["message"]) for e in rep.errors] == [(e["row"], e["message"]) for e in errors]
+    assert [(str(e["row"]), e["message"]) for e in rep.errors] == [(e["row"], e["message"]) for e in errors]
 
 
 def test_killed_batch_resumes_without_partial_files(tmp_path, ctrlhair_dir):

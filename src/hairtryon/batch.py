@@ -323,9 +323,10 @@ class PairWorker:
                 t = time.perf_counter()
                 out.scores = evaluate(result, self.tool, self.scorer)
                 timings["score"] = time.perf_counter() - t
-                tf = result.target.frame
-                out.thumbs = {"target": _thumb(result.target.crop), "source": _thumb(result.source.crop),
-                              "result": _thumb(tf.extract(result.image))}
+                tgt, src = result.target, result.source
+                grey = lambda img, inside: np.where(inside[..., None], img, np.uint8(200))  # noqa: E731
+                out.thumbs = {"target": _thumb(grey(tgt.crop, tgt.inside)), "source": _thumb(grey(src.crop, src.inside)),
+                              "result": _thumb(grey(tgt.frame.extract(result.image), tgt.inside))}
             if self.kind == "swap" or self.keep_images:
                 out.image = result.image
         except HairTryOnError as exc:
@@ -473,13 +474,14 @@ def _ray(jobs: Iterator[Job], address: str, n: Optional[int], options: RunOption
 
 
 def execute(pairs: Sequence[Pair], options: RunOptions, kind: str = "swap", keep_images: bool = True,
-            workers: int = 1, ray_address: Optional[str] = None,
+            workers: Optional[int] = None, ray_address: Optional[str] = None,
             skip: Callable[[Pair], bool] = lambda p: False) -> Iterator[Tuple[int, Outcome]]:
     """Run ``pairs`` and yield (index into ``pairs``, :class:`Outcome`) as they finish (in any
-    order). ``workers``: processes on this machine (1: this process); with ``ray_address`` the
-    number of Ray actors (0: one per cluster CPU). ``skip(pair)`` True: not run, not yielded.
-    A worker that cannot load its models stops the run with :class:`WorkerSetupError`."""
-    if workers < 0 or (workers == 0 and not ray_address):
+    order). ``workers``: processes on this machine (None or 1: this process); with
+    ``ray_address`` the number of Ray actors (None: one per CPU of the cluster). ``skip(pair)``
+    True: not run, not yielded. A worker that cannot load its models stops the run with
+    :class:`WorkerSetupError`."""
+    if workers is not None and workers < 1:
         raise HairTryOnError(f"--workers must be at least 1, got {workers}.")
 
     def jobs() -> Iterator[Job]:
@@ -493,8 +495,8 @@ def execute(pairs: Sequence[Pair], options: RunOptions, kind: str = "swap", keep
                 yield Job(i, pair, None, None, 0, error=str(exc))
 
     if ray_address:
-        stream = _ray(jobs(), ray_address, workers or None, options, kind, keep_images)
-    elif workers > 1:
+        stream = _ray(jobs(), ray_address, workers, options, kind, keep_images)
+    elif (workers or 1) > 1:
         from .segmentation import get_segmenter
 
         get_segmenter(options.segmenter)  # weights fetched (and a bad spec refused) once, here
@@ -598,7 +600,7 @@ def _progress(total: int, desc: str, progress: bool):
     return tqdm(total=total, desc=desc, unit="pair", disable=not progress, dynamic_ncols=True)
 
 
-def run_batch(pairs_csv, out_dir, options: Optional[RunOptions] = None, workers: int = 1,
+def run_batch(pairs_csv, out_dir, options: Optional[RunOptions] = None, workers: Optional[int] = None,
               ray_address: Optional[str] = None, progress: bool = True) -> BatchReport:
     """The try-on of every row of ``pairs_csv`` (a CSV, see :func:`read_pairs`, or a sequence of
     :class:`Pair`) into ``out_dir``.
@@ -674,7 +676,7 @@ class EvalReport:
     files: Dict[str, Path]
 
 
-def run_eval(pairs: Sequence[Pair], out_dir, options: Optional[RunOptions] = None, workers: int = 1,
+def run_eval(pairs: Sequence[Pair], out_dir, options: Optional[RunOptions] = None, workers: Optional[int] = None,
              ray_address: Optional[str] = None, save_results: bool = False, sheet_rows: int = 40,
              progress: bool = True) -> EvalReport:
     """The try-on and its measures (:func:`hairtryon.evaluation.evaluate`) for every pair, into

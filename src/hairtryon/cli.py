@@ -418,8 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--target-face", type=int, default=0, help="which face in each target, 0 = largest")
         sp.add_argument("--source-face", type=int, default=0, help="which face in each source, 0 = largest")
         g = sp.add_argument_group("scale-out")
-        g.add_argument("--workers", type=int, default=1,
-                       help="processes on this machine, models loaded once in each (default 1: this process); "
+        g.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="processes on this machine, models loaded once in each (default: 1, this process); "
                             "with --ray: Ray actors (default: one per CPU of the cluster)")
         g.add_argument("--ray", metavar="ADDRESS",
                        help="run on a Ray cluster: auto (the one this machine joined with `ray start`), "
