@@ -1,8 +1,9 @@
 """``hairtryon batch``: pairs CSV, atomic and resumable outputs, per-row errors, refusals, and
 the same results from one process and from two.
 
-Cost on the 2-core CI machine: the refusals are instant (they come before any model loads); the
-serial + resumed + 2-process run about 35 s; the killed-and-resumed run about 25 s.
+Cost, measured on the shared 2-core machine at a load average of about 7: the refusals instant
+(they come before any model loads); the serial + resumed + 2-process run 35 s; the killed and
+resumed run 24 s.
 """
 import csv
 import os

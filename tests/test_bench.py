@@ -1,6 +1,7 @@
 """``hairtryon bench``: the numbers it reports are measured, and there are as many as asked for.
 
-Cost on the 2-core CI machine: about 10 s (two try-ons at 256², SDEdit with a tiny UNet).
+Cost, measured on the shared 2-core machine at a load average of about 7: 36 s (try-ons at 256²,
+SDEdit with a tiny UNet, most of it imports and model loading).
 """
 import json
 

@@ -481,8 +481,13 @@ def execute(pairs: Sequence[Pair], options: RunOptions, kind: str = "swap", keep
     ``ray_address`` the number of Ray actors (None: one per CPU of the cluster). ``skip(pair)``
     True: not run, not yielded. A worker that cannot load its models stops the run with
     :class:`WorkerSetupError`."""
+    from .pipeline import REFINE_MODES, SDEditOptions
+
     if workers is not None and workers < 1:
         raise HairTryOnError(f"--workers must be at least 1, got {workers}.")
+    if options.refine not in REFINE_MODES:
+        raise HairTryOnError(f"unknown refine mode '{options.refine}': use one of {', '.join(REFINE_MODES)}.")
+    SDEditOptions(**options.sdedit)  # bad options fail here, once, not on every pair
 
     def jobs() -> Iterator[Job]:
         for i, pair in enumerate(pairs):
