@@ -5,7 +5,8 @@ from PIL import Image
 
 from hairtryon.cli import main
 from hairtryon.evaluation import evaluate
-from hairtryon.inpainting import find_artifacts, fill, push_pull
+from hairtryon.inpainting import fast_marching, find_artifacts
+from hairtryon.rebuild import membrane, patch_fill, push_pull
 from hairtryon.pipeline import HairTryOn, paste_back
 from hairtryon.framing import Frame
 from hairtryon.segmentation import FACE, HAIR
@@ -17,21 +18,39 @@ def tool(segmenter):
 
 
 # ----------------------------------------------------------------------------- building blocks
-def test_fill_changes_only_the_region_and_uses_its_class():
+def test_fills_change_only_the_region_and_use_its_class():
+    """Fast marching (Telea) and the exemplar fill take their colours from the hole's own class."""
     img = np.zeros((80, 80, 3), np.uint8)
     img[:, :40] = (200, 50, 50)  # class 0 on the left, red
     img[:, 40:] = (50, 50, 200)  # class 2 on the right, blue
+    img[::4, 40:] = (40, 60, 220)  # some texture for the exemplar fill to copy
     labels = np.zeros((80, 80), np.uint8)
     labels[:, 40:] = FACE
     region = np.zeros((80, 80), bool)
     region[30:50, 30:50] = True
     img[region] = (0, 255, 0)  # junk to be replaced
-    for method in ("telea", "smooth"):
-        out = fill(img, region, labels, method=method)
+    filled = {"telea": fast_marching(img, region, labels)}
+    out = img.copy()
+    for cls in (0, FACE):
+        part = region & (labels == cls)
+        out = patch_fill(out, part, ~region & (labels == cls))
+    filled["patchmatch"] = out
+    for method, out in filled.items():
         assert (out[~region] == img[~region]).all()
         left, right = out[30:50, 30:38].reshape(-1, 3).mean(0), out[30:50, 42:50].reshape(-1, 3).mean(0)
         assert left[0] > 150 and left[2] < 90, (method, left)  # filled from red only
         assert right[2] > 150 and right[0] < 90, (method, right)  # filled from blue only
+
+
+def test_membrane_is_smooth_between_its_boundaries():
+    img = np.zeros((64, 64, 1), np.float32)
+    img[:, -8:] = 100
+    known = np.zeros((64, 64), bool)
+    known[:, :8] = known[:, -8:] = True
+    out = membrane(img, known, scale=2)[..., 0]
+    mid = out[32, 8:-8]
+    assert abs(mid[len(mid) // 2] - 50) < 10  # halfway between the two boundaries
+    assert np.all(np.diff(mid) >= -0.5) and np.abs(np.diff(mid)).max() < 10  # a ramp, no step
 
 
 def test_push_pull_interpolates_smoothly():
@@ -148,4 +167,6 @@ def test_cli_demo_on_the_public_domain_portraits(tmp_path, monkeypatch, capsys):
         assert out.shape[:2] == size[::-1]
         src = np.array(Image.open(tmp_path / (name.split("_with_")[0] + ".png")))
         assert (out != src).any(axis=-1).mean() > 0.01  # the hair changed
-    assert capsys.readouterr().err.count("hairtryon: warning:") <= 2
+    err = capsys.readouterr().err
+    assert err.count("hairtryon: warning:") <= 2
+    assert "headwear" in err  # Grace Hopper's cap: the demo says why it may look edited

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import tempfile
 import threading
 import time
 import warnings
@@ -141,7 +142,8 @@ class RunOptions:
     ``refine``: auto|sdedit|classic|none (a pair's own ``refine`` wins). ``segmenter``: the
     try-on's parser. ``scorer``: the evaluation's parser (None: the try-on's own, which flatters
     it). ``sdedit``: the fields of :class:`~hairtryon.pipeline.SDEditOptions` but ``seed``.
-    ``seed``: the base of every pair's seed (:func:`pair_seed`)."""
+    ``seed``: the base of every pair's seed (:func:`pair_seed`). ``force``: try pairs the checks
+    decline (:mod:`hairtryon.checks`), with warnings."""
 
     refine: str = "auto"
     segmenter: str = "bisenet"
@@ -153,6 +155,7 @@ class RunOptions:
     diffusion_model: Optional[str] = None
     device: str = "auto"
     precision: str = "auto"
+    force: bool = False
 
 
 @dataclass
@@ -173,7 +176,8 @@ class Outcome:
     """A worker's answer. ``status``: ok | declined (a :class:`HairTryOnError`: the tool said no,
     in one sentence) | failed (any other exception: a bug). ``image``: (H, W, 3) uint8 result
     when asked for. ``scores``: the evaluation's measures. ``timings``: seconds per stage.
-    ``thumbs``: small JPEG pictures (target, source, result) for the contact sheet."""
+    ``thumbs``: small JPEG pictures (target, source, result) for the contact sheet.
+    ``warnings``: the result's one-line messages for the person (``meta['warnings']``)."""
 
     index: int
     status: str
@@ -193,33 +197,38 @@ class WorkerSetupError(HairTryOnError):
     """A worker could not load its models: the whole run stops with this message."""
 
 
-def _decode(data: bytes, name: str) -> np.ndarray:
-    """A photo's bytes -> (H, W, 3) uint8 RGB, as :func:`hairtryon.images.load_image` reads a file."""
-    from PIL import Image, UnidentifiedImageError
+def _load(data: bytes, path: str, role: str, folder: Path):
+    """A photo's bytes -> :class:`~hairtryon.images.Photo`, exactly as ``swap`` reads the file
+    (the same limits, notes and messages, which name the photo by its file name): the bytes are
+    put in a file of that name in this worker's own temporary ``folder`` for the loader."""
+    from .images import load_photo
 
-    from .images import pil_to_rgb
+    tmp = folder / role / Path(path).name
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_bytes(data)
+    try:
+        return load_photo(tmp, role)
+    except HairTryOnError as exc:  # the message as it would be for the photo's own path
+        message = str(exc).replace(str(tmp), str(path))
+        try:
+            error = type(exc)(message)
+        except TypeError:
+            error = ImageLoadError(message)
+        raise error from None
+    finally:
+        tmp.unlink()
+
+
+def _read(path: str, role: str) -> bytes:
+    """A photo file's bytes, read by the driver; a missing or unreadable file raises the
+    :class:`ImageLoadError` that ``swap`` would give."""
+    from .images import load_photo
 
     try:
-        with Image.open(io.BytesIO(data)) as pil:
-            pil.load()
-            return pil_to_rgb(pil)
-    except UnidentifiedImageError:
-        raise ImageLoadError(f"cannot read {name} as an image (not an image format Pillow knows).") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageLoadError(f"cannot read {name} as an image ({exc.__class__.__name__}: {exc}).") from None
-
-
-def _read(path: str) -> bytes:
-    """A photo file's bytes; a missing or unreadable file raises :class:`ImageLoadError`."""
-    p = Path(path)
-    if not p.exists():
-        raise ImageLoadError(f"image file not found: {p}")
-    if p.is_dir():
-        raise ImageLoadError(f"expected an image file but got a folder: {p}")
-    try:
-        return p.read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
-        raise ImageLoadError(f"cannot read {p}: {exc.strerror or exc}.") from None
+        load_photo(path, role)  # raises the loader's own message for a missing file or a folder
+        raise ImageLoadError(f"cannot read {path}: {exc.strerror or exc.__class__.__name__}.") from None
 
 
 def _reset_peak() -> bool:
@@ -293,6 +302,7 @@ class PairWorker:
             self.scorer = self.tool.segmenter if options.scorer in (None, options.segmenter) \
                 else get_segmenter(options.scorer)
         self.name = f"{os.uname().nodename if hasattr(os, 'uname') else 'host'}:{os.getpid()}"
+        self._tmp = tempfile.TemporaryDirectory(prefix="hairtryon-worker-")
 
     def run(self, job: Job) -> Outcome:
         """The try-on (and for 'eval' the measures) of one job; never raises for a bad pair."""
@@ -307,15 +317,16 @@ class PairWorker:
             if job.error:
                 raise ImageLoadError(job.error)
             t = time.perf_counter()
-            target = _decode(job.target, job.pair.target)
-            source = _decode(job.source, job.pair.source)
+            folder = Path(self._tmp.name)
+            target = _load(job.target, job.pair.target, "target", folder)
+            source = _load(job.source, job.pair.source, "source", folder)
             timings["decode"] = time.perf_counter() - t
             opts = self.options
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the result's meta['warnings'] carries them, once per run
+                warnings.simplefilter("ignore")  # the result's meta['warnings'] carries them
                 result = self.tool(target, source, refine=job.pair.refine or opts.refine,
                                    target_face=opts.target_face, source_face=opts.source_face,
-                                   seed=job.seed, **opts.sdedit)
+                                   seed=job.seed, force=opts.force, **opts.sdedit)
             timings.update({k: v for k, v in result.timings.items() if k != "total"})
             out.warnings = list(result.meta.get("warnings", []))
             out.info = {"alignment": str(result.meta.get("alignment", "")), "refine": str(result.meta.get("refine", ""))}
@@ -328,13 +339,13 @@ class PairWorker:
                 out.thumbs = {"target": _thumb(grey(tgt.crop, tgt.inside)), "source": _thumb(grey(src.crop, src.inside)),
                               "result": _thumb(grey(tgt.frame.extract(result.image), tgt.inside))}
             if self.kind == "swap" or self.keep_images:
-                out.image = result.image
+                out.image = result.output  # in the target's own kind (grey, with alpha, ...), as swap writes it
         except HairTryOnError as exc:
             out.status, out.message = "declined", str(exc).strip()
         except Exception as exc:  # a bug: recorded with its type, the run goes on
             out.status, out.message = "failed", f"{exc.__class__.__name__}: {exc}".strip()
         if out.status != "ok" and self.kind == "eval":
-            out.thumbs = {k: _thumb(v) for k, v in (("target", target), ("source", source)) if v is not None}
+            out.thumbs = {k: _thumb(v.rgb) for k, v in (("target", target), ("source", source)) if v is not None}
         timings["total"] = time.perf_counter() - t_start
         out.timings = timings
         out.peak_mb = _peak_mb() if measured else float("nan")
@@ -494,9 +505,9 @@ def execute(pairs: Sequence[Pair], options: RunOptions, kind: str = "swap", keep
             if skip(pair):
                 continue
             try:
-                target, source = _read(pair.target), _read(pair.source)
+                target, source = _read(pair.target, "target"), _read(pair.source, "source")
                 yield Job(i, pair, target, source, pair_seed(target, source, options.seed))
-            except ImageLoadError as exc:
+            except HairTryOnError as exc:
                 yield Job(i, pair, None, None, 0, error=str(exc))
 
     if ray_address:
@@ -520,17 +531,21 @@ def execute(pairs: Sequence[Pair], options: RunOptions, kind: str = "swap", keep
 @dataclass
 class BatchReport:
     """What a batch run did. ``written``/``skipped``: output paths; ``errors``: one dict per
-    failed row (row, target, source, output, status, message); ``errors_csv``: its file."""
+    failed row (row, target, source, output, status, message), in ``errors_csv``; ``warnings``:
+    one dict per warning of a written row (row, target, source, output, message), in
+    ``warnings_csv`` (written when there are any)."""
 
     written: List[str] = field(default_factory=list)
     skipped: List[str] = field(default_factory=list)
     errors: List[dict] = field(default_factory=list)
     errors_csv: Optional[Path] = None
-    warnings: List[str] = field(default_factory=list)
+    warnings: List[dict] = field(default_factory=list)
+    warnings_csv: Optional[Path] = None
     seconds: float = 0.0
 
 
 ERROR_COLUMNS = ("row", "target", "source", "output", "status", "message")
+WARNING_COLUMNS = ("row", "target", "source", "output", "message")
 
 
 def _identity(path: Path):
@@ -544,27 +559,31 @@ def _identity(path: Path):
 def check_outputs(pairs: Sequence[Pair], extra_inputs: Sequence = ()) -> None:
     """Refuse a run that would write over one of its own inputs (compared as resolved paths and
     as the same file on disk), write two rows to one file, or write a format Pillow cannot."""
-    from PIL import Image
+    from .errors import OutputPathError
+    from .images import check_output_path, writable_format
 
     inputs = {Path(p).resolve() for pair in pairs for p in (pair.target, pair.source)}
     inputs |= {Path(p).resolve() for p in extra_inputs}
     ids = {i for i in (_identity(p) for p in inputs) if i is not None}
     seen: Dict[Path, Pair] = {}
-    formats = Image.registered_extensions()
+    for folder in sorted({Path(pair.output).resolve().parent for pair in pairs}):
+        check_output_path(folder, folder=True)
     for pair in pairs:
         out = Path(pair.output).resolve()
         where = f"row {pair.row}" if pair.row else pair.name
-        if out.suffix.lower() not in formats:
-            raise HairTryOnError(f"{where}: cannot write {pair.output}: unknown image format '{out.suffix}'.")
+        try:
+            writable_format(out)
+        except OutputPathError as exc:
+            raise OutputPathError(f"{where}: {exc}") from None
         if out in inputs or (_identity(out) is not None and _identity(out) in ids):
-            raise HairTryOnError(f"{where}: the output {pair.output} is one of this run's own inputs; "
-                                 "refusing to write over it.")
+            raise OutputPathError(f"{where}: the output {pair.output} is one of this run's own inputs; "
+                                  "refusing to write over it.")
         if out in seen:
             other = seen[out]
-            raise HairTryOnError(f"{where} and {f'row {other.row}' if other.row else other.name} would both write "
-                                 f"{pair.output}; give each row its own output.")
+            raise OutputPathError(f"{where} and {f'row {other.row}' if other.row else other.name} would both write "
+                                  f"{pair.output}; give each row its own output.")
         if out.is_dir():
-            raise HairTryOnError(f"{where}: the output {pair.output} is a folder.")
+            raise OutputPathError(f"{where}: the output {pair.output} is a folder.")
         seen[out] = pair
 
 
@@ -579,11 +598,12 @@ def _remove_stale_parts(output: Path) -> None:
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict]) -> Path:
     """A CSV written atomically (a temporary file in the same folder, then os.replace)."""
-    import tempfile
-
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would make it (mkstemp's 0o600 hides it from others)
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
             w.writeheader()
@@ -627,7 +647,7 @@ def run_batch(pairs_csv, out_dir, options: Optional[RunOptions] = None, workers:
              for p in (read_pairs(pairs_csv, out_dir) if from_csv else pairs_csv)]
     check_outputs(pairs, extra_inputs=[pairs_csv] if from_csv else [])
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = BatchReport(errors_csv=out_dir / "errors.csv")
+    report = BatchReport(errors_csv=out_dir / "errors.csv", warnings_csv=out_dir / "warnings.csv")
     for p in pairs:
         _remove_stale_parts(Path(p.output))
     done = {i for i, p in enumerate(pairs) if Path(p.output).is_file()}
@@ -636,33 +656,31 @@ def run_batch(pairs_csv, out_dir, options: Optional[RunOptions] = None, workers:
     t0 = time.perf_counter()
     bar = _progress(len(pairs), "batch", progress)
     bar.update(len(done))
-    seen_warnings = set()
     try:
         for i, outcome in execute(pairs, options, "swap", True, workers, ray_address,
                                   skip=lambda p: Path(p.output).is_file()):
             pair = pairs[i]
+            where = {"row": pair.row, "target": pair.target, "source": pair.source, "output": pair.output}
             if outcome.status == "ok":
                 save_image(outcome.image, pair.output)
                 report.written.append(pair.output)
+                report.warnings += [dict(where, message=w) for w in outcome.warnings]
             else:
-                report.errors.append({"row": pair.row, "target": pair.target, "source": pair.source,
-                                      "output": pair.output, "status": outcome.status, "message": outcome.message})
+                report.errors.append(dict(where, status=outcome.status, message=outcome.message))
                 report.errors.sort(key=lambda r: r["row"])
                 _write_csv(report.errors_csv, ERROR_COLUMNS, report.errors)
-            for w in outcome.warnings:
-                if w not in seen_warnings:
-                    seen_warnings.add(w)
-                    report.warnings.append(w)
             bar.update(1)
             bar.set_postfix(written=len(report.written), failed=len(report.errors), refresh=False)
     finally:
         bar.close()
+        if report.warnings:
+            _write_csv(report.warnings_csv, WARNING_COLUMNS, sorted(report.warnings, key=lambda r: r["row"]))
     report.seconds = time.perf_counter() - t0
     return report
 
 
 # ------------------------------------------------------------------------------ evaluations
-EVAL_COLUMNS = ("pair", "target", "source", "seed", "status", "message", "alignment", "refine")
+EVAL_COLUMNS = ("pair", "target", "source", "seed", "status", "message", "warnings", "alignment", "refine")
 
 
 def _fmt(v) -> str:
@@ -724,7 +742,7 @@ def run_eval(pairs: Sequence[Pair], out_dir, options: Optional[RunOptions] = Non
         o = outcomes[i]
         row = {"pair": pair.name, "target": pair.target, "source": pair.source,
                "seed": "" if o.seed is None else o.seed,
-               "status": o.status, "message": o.message, **o.info, **o.scores}
+               "status": o.status, "message": o.message, "warnings": " | ".join(o.warnings), **o.info, **o.scores}
         rows.append(row)
         costs.append({"pair": pair.name, "status": o.status, "worker": o.worker, "peak_rss_mb": o.peak_mb,
                       **{f"s_{k}": v for k, v in o.timings.items()}})

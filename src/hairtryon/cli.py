@@ -14,20 +14,71 @@ from typing import List, Optional
 from .errors import HairTryOnError
 
 
+STAGE_FILES = r"(\d\d_[a-z0-9_]+|stages)\.png"  # what --save-stages writes
+
+
 def _out_sibling(out: Path, suffix: str) -> Path:
     return out.with_name(out.stem + suffix + ".png")
 
 
+def _progress() -> bool:
+    """Progress bars only on a terminal: in a log or a pipe they would share lines with messages."""
+    return sys.stderr.isatty()
+
+
+def _warn(message: str) -> None:
+    """One warning line for the person, on its own line (progress bars are closed by then)."""
+    print(f"hairtryon: warning: {message}", file=sys.stderr)
+
+
+def _check_outputs(args, inputs) -> None:
+    """Every output of a photo command validated before any photo is read or model loaded."""
+    from .images import check_output_path
+
+    check_output_path(args.output, inputs)
+    if getattr(args, "save_stages", None):
+        check_output_path(args.save_stages, inputs, folder=True, writes=STAGE_FILES)
+
+
+def _load_pair(args):
+    """The target and source photos (errors name the photo and its role), before any model loads."""
+    from .images import load_photo
+
+    return load_photo(args.target, "target"), load_photo(args.source, "source")
+
+
+def _transparency_note(target, out) -> List[str]:
+    from .images import ALPHA_FORMATS, writable_format
+
+    if target.alpha is not None and writable_format(out) not in ALPHA_FORMATS:
+        return [f"{Path(out).name} cannot hold transparency: the target's transparent parts were flattened onto "
+                "white (write a .png to keep them)."]
+    return []
+
+
+def _run_quietly(fn, *a, **kw):
+    """Call the API without its RefineFallbackWarning: the CLI prints meta['warnings'] itself."""
+    import warnings
+
+    from .pipeline import RefineFallbackWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RefineFallbackWarning)
+        return fn(*a, **kw)
+
+
 # ------------------------------------------------------------------------------------ commands
 def cmd_parse(args) -> int:
-    from .images import load_image, save_image
+    from .images import check_output_path, load_image, save_image
     from .landmarks import detect_landmarks
     from .segmentation import get_segmenter, parse
 
+    out = Path(args.output)
+    check_output_path(out, [args.image])
+    check_output_path(_out_sibling(out, "_labels"), [args.image])
     image = load_image(args.image)
     landmarks = detect_landmarks(image, args.face) if args.face else None
     sm = parse(image, get_segmenter(args.segmenter), landmarks=landmarks)
-    out = Path(args.output)
     save_image(sm.colorize(), out)
     labels_path = _out_sibling(out, "_labels")
     save_image(sm.labels, labels_path)
@@ -43,7 +94,7 @@ def cmd_landmarks(args) -> int:
     from .landmarks import default_landmarker
 
     image = load_image(args.image)
-    lm = default_landmarker()(image, args.face)
+    lm = default_landmarker()(image, args.face, what=Path(args.image).name)
     print(json.dumps(lm.to_dict(), indent=2 if args.pretty else None))
     return 0
 
@@ -67,15 +118,19 @@ def cmd_swap(args) -> int:
     import re
     import time
 
-    from .images import load_image, save_image
+    from .images import save_image
     from .visualize import stage_grid
 
-    target, source = load_image(args.target), load_image(args.source)
+    _check_outputs(args, [args.target, args.source])  # a wrong -o fails at once, not after the work
+    target, source = _load_pair(args)
     tool = _tool(args)
     t0 = time.perf_counter()
-    result = tool(target, source, refine=args.refine, target_face=args.target_face, source_face=args.source_face,
-                  progress=True, **_sdedit_options(args))
-    out = save_image(result.image, args.output)
+    result = _run_quietly(tool, target, source, refine=args.refine, target_face=args.target_face,
+                          source_face=args.source_face, progress=_progress(), force=args.force,
+                          **_sdedit_options(args))
+    out = save_image(result.output, args.output)
+    for message in result.meta.get("warnings", []) + _transparency_note(target, out):
+        _warn(message)
     if "alignment_fallback" in result.meta:
         print(f"hairtryon: note: similarity transform used ({result.meta['alignment_fallback']})", file=sys.stderr)
     if args.save_stages:
@@ -91,15 +146,16 @@ def cmd_swap(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .images import load_image, save_image
+    from .images import save_image
 
     try:
         levels = [int(v) for v in args.levels.split(",") if v.strip()]
     except ValueError:
         raise HairTryOnError(f"--levels takes comma-separated noise levels like 300,500,700,1000, got '{args.levels}'.") from None
+    _check_outputs(args, [args.target, args.source])
+    target, source = _load_pair(args)
     tool = _tool(args)
-    grid, _ = tool.sweep(load_image(args.target), load_image(args.source), levels, progress=True,
-                         **_sdedit_options(args))
+    grid, _ = tool.sweep(target, source, levels, progress=_progress(), **_sdedit_options(args))
     out = save_image(grid, args.output)
     print(f"wrote {out}: input, composite and SDEdit at t0 = {', '.join(map(str, levels))}")
     return 0
@@ -118,20 +174,35 @@ def demo_photos():
 
 
 def cmd_demo(args) -> int:
-    from .images import save_image
+    from .images import check_output_path, save_image
     from .pipeline import HairTryOn
     from .visualize import stage_grid
 
+    folder = check_output_path(args.output, folder=True)
     photos = demo_photos()
-    folder = Path(args.output)
     tool = HairTryOn(segmenter=args.segmenter)
+    shown = set()
     for target, source in (("astronaut", "grace_hopper"), ("grace_hopper", "astronaut")):
-        result = tool(photos[target], photos[source], progress=True)
+        # Grace Hopper wears her officer's cap: the checks would decline both pairs (headwear);
+        # the demo tries them anyway, and its warnings say why the result may look edited
+        result = _run_quietly(tool, photos[target], photos[source], progress=_progress(), force=True)
+        for message in result.meta.get("warnings", []):
+            if message not in shown:  # the same fallback for both runs is said once
+                _warn(message)
+                shown.add(message)
         save_image(photos[target], folder / f"{target}.png")
-        save_image(result.image, folder / f"{target}_with_{source}_hair.png")
+        save_image(result.output, folder / f"{target}_with_{source}_hair.png")
         save_image(stage_grid(result.stages, caption=f"{target} <- {source}"), folder / f"{target}_with_{source}_stages.png")
         print(f"wrote {folder / f'{target}_with_{source}_hair.png'} and its stage grid")
+    print(f"the demo's results are in {folder.resolve()}/ (open *_hair.png)")
     return 0
+
+
+def cmd_serve(args) -> int:
+    from .web import serve
+
+    return serve(host=args.host, port=args.port, refine=args.refine, segmenter=args.segmenter,
+                 diffusion_model=args.diffusion_model, device=args.device, precision=args.precision)
 
 
 def cmd_label(args) -> int:
@@ -181,16 +252,19 @@ def _run_options(args):
                       scorer=args.segmenter if hasattr(args, "tryon_segmenter") else None,
                       target_face=args.target_face, source_face=args.source_face, sdedit=sdedit,
                       seed=0 if args.seed is None else args.seed, diffusion_model=args.diffusion_model,
-                      device=args.device, precision=args.precision)
+                      device=args.device, precision=args.precision, force=args.force)
 
 
 def cmd_batch(args) -> int:
     from .batch import run_batch
 
     rep = run_batch(args.pairs, args.out_dir, _run_options(args), workers=args.workers, ray_address=args.ray,
-                    progress=not args.quiet)
-    for w in rep.warnings:
-        print(f"hairtryon: warning: {w}", file=sys.stderr)
+                    progress=_progress() and not args.quiet)
+    shown = list(dict.fromkeys(w["message"] for w in rep.warnings))
+    for w in shown[:5]:
+        _warn(w)
+    if len(shown) > 5:
+        print(f"hairtryon: warning: ... and {len(shown) - 5} more, each row's in {rep.warnings_csv}", file=sys.stderr)
     print(f"wrote {len(rep.written)} results to {args.out_dir}, skipped {len(rep.skipped)} already there, "
           f"{len(rep.errors)} failed" + (f" (see {rep.errors_csv})" if rep.errors else "")
           + f"; {rep.seconds:.1f} s")
@@ -211,10 +285,13 @@ def cmd_evaluate(args) -> int:
         if args.pairs is not None and args.pairs < len(pairs):
             pairs = random.Random(options.seed).sample(pairs, max(1, args.pairs))
     rep = run_eval(pairs, args.out_dir, options, workers=args.workers, ray_address=args.ray,
-                   save_results=args.save_results, sheet_rows=args.sheet_rows, progress=not args.quiet)
+                   save_results=args.save_results, sheet_rows=args.sheet_rows,
+                   progress=_progress() and not args.quiet)
     s = rep.summary
-    for w in s["warnings"]:
-        print(f"hairtryon: warning: {w}", file=sys.stderr)
+    for w in s["warnings"][:5]:
+        _warn(w)
+    if len(s["warnings"]) > 5:
+        print(f"hairtryon: warning: ... and {len(s['warnings']) - 5} more, each pair's in eval.csv", file=sys.stderr)
     run = s["run"]
     print(f"{s['pairs']} pairs: {s['ok']} ok, {s['declined']} declined, {s['failed']} failed; "
           f"{run['wall_s']:.1f} s; scored by {run['scorer']}"
@@ -326,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto: SDEdit when the diffusion model is available, else classic (default); "
                          "sdedit: fail without it; classic: fast-marching fill of the artifacts; none: stop before it")
     sp.add_argument("--save-stages", metavar="DIR", help="also write every stage and a labelled grid of them")
+    sp.add_argument("--force", action="store_true",
+                    help="try a pair the checks decline (headwear, a turned head, hands, ...) anyway, with warnings")
     sp.add_argument("--target-face", type=int, default=0, help="which face in the target, 0 = largest")
     sp.add_argument("--source-face", type=int, default=0, help="which face in the source, 0 = largest")
     add_sdedit_options(sp)
@@ -342,6 +421,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", default="demo", help="folder for the results (default: demo/)")
     sp.add_argument("--segmenter", default="bisenet", help="bisenet (default) or unet:PATH")
     sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("serve", help="the web app: try a hairstyle in the browser")
+    sp.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0: every network, "
+                         "with a warning)")
+    sp.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    sp.add_argument("--refine", default="auto", choices=["auto", "sdedit", "classic"],
+                    help="the page's starting refine mode (default auto)")
+    sp.add_argument("--segmenter", default="bisenet", help="bisenet (default) or unet:PATH")
+    sp.add_argument("--diffusion-model", metavar="ID_OR_DIR",
+                    help="SDEdit's model: Hugging Face Hub id or local diffusers folder")
+    sp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    sp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("weights", help="list, fetch or verify model weights")
     sp.add_argument("action", choices=["list", "fetch", "verify"])
@@ -415,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the results")
         sp.add_argument("--refine", default="auto", choices=["auto", "sdedit", "classic", "none"],
                         help="as for swap (default auto)")
+        sp.add_argument("--force", action="store_true",
+                        help="try pairs the checks decline (headwear, a turned head, hands, ...) anyway, with warnings")
         sp.add_argument("--target-face", type=int, default=0, help="which face in each target, 0 = largest")
         sp.add_argument("--source-face", type=int, default=0, help="which face in each source, 0 = largest")
         g = sp.add_argument_group("scale-out")
@@ -477,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"hairtryon: warning: {message}", file=sys.stderr)
+    _warn(str(message))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -491,7 +586,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HairTryOnError as exc:
-        msg = str(exc).strip()
+        msg = " ".join(str(exc).split())  # one line, whatever the message held
+        sys.stdout.flush()
         print(f"hairtryon: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

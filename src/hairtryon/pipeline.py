@@ -10,6 +10,7 @@ resolution, so pixels far from the hair are the target's own, unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
@@ -24,14 +25,15 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import alignment, compositing, inpainting, refinement
-from .errors import HairTryOnError
+from . import alignment, checks, compositing, inpainting, mapping, rebuild, refinement
+from .errors import HairTryOnError, describe
 from .framing import Frame, disk
-from .images import ImageLike, load_image
+from .images import ImageLike, Photo, grey_rgb, load_photo
 from .landmarks import Landmarker, Landmarks, default_landmarker
-from .segmentation import FACE, HAIR, PALETTE, SemanticMap, Segmenter, get_segmenter, labels_from_probs, segment_frame
+from .segmentation import FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
 
 WORK_FRAME_SCALE = 1.3  # work frame = FFHQ-like head framing widened 1.3x: room for long hair
+WIDE_FRAME_SCALE = 2.0  # ... and 2x where the hair runs off that frame inside the photo
 MAX_WORK_SIZE = 1536  # frames larger than this are worked at this size and upsampled on paste-back
 REFINE_MODES = ("auto", "sdedit", "classic", "none")
 
@@ -72,6 +74,9 @@ class FaceAnalysis:
     ``image``: (H, W, 3) uint8 the whole photo. ``landmarks``: in photo coordinates.
     ``frame``: the work frame. ``crop``: (S, S, 3) uint8 the frame's pixels.
     ``semantic``: :class:`SemanticMap` of the crop, (S, S) labels and (5, S, S) probabilities.
+    ``photo``: the loaded :class:`~hairtryon.images.Photo` (its alpha, greyness, name).
+    ``faces_found``: how many faces the photo shows (``landmarks`` is one of them).
+    ``others``: the other faces found in the photo (photo coordinates).
     """
 
     image: np.ndarray
@@ -79,6 +84,9 @@ class FaceAnalysis:
     frame: Frame
     crop: np.ndarray
     semantic: SemanticMap
+    photo: Optional[Photo] = None
+    faces_found: int = 1
+    others: list = field(default_factory=list)
 
     @property
     def points(self) -> np.ndarray:
@@ -86,10 +94,16 @@ class FaceAnalysis:
         return self.frame.to_frame_points(self.landmarks.points)
 
     @cached_property
+    def unit(self) -> float:
+        """The side, in work-frame pixels, of the face's nominal work frame (FFHQ framing widened
+        ``WORK_FRAME_SCALE`` times): what every width in the method is relative to, whichever
+        frame the photo is worked in."""
+        return float(self.frame.scale * self.landmarks.head_frame(1, WORK_FRAME_SCALE).side)
+
+    @cached_property
     def inside(self) -> np.ndarray:
         """(S, S) bool: frame pixels that lie inside the photo (the rest is padding)."""
-        ones = np.ones(self.image.shape[:2], np.uint8)
-        return self.frame.extract(ones, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0).astype(bool)
+        return self.frame.inside()
 
     def face_region(self) -> np.ndarray:
         """(S, S) bool: the face silhouette from the landmarks, raised a little at the top (the
@@ -131,7 +145,10 @@ class TryOnResult:
     ``timings``: seconds per stage (and ``total``). ``meta``: alignment kind, fallbacks, frame,
     ``warp`` ((3, 3) float64, the source's work frame -> the target's, used by the evaluation);
     ``meta['warnings']``: the one-line messages a person should read (the CLI prints them, the
-    web page shows them).
+    web page shows them); ``meta['faces']``: faces found in the target and the source.
+    ``alpha``: (H, W) uint8 the result's transparency when the target has an alpha channel (the
+    target's own outside what changed; the new hair's from its matte), else None.
+    :attr:`output` is the result in the target's own kind (grey, grey+alpha, RGBA or RGB).
     """
 
     image: np.ndarray
@@ -142,6 +159,15 @@ class TryOnResult:
     source: Optional[FaceAnalysis] = None
     _make_stages: Optional[Callable[[], Dict[str, np.ndarray]]] = field(default=None, repr=False)
     _stages: Optional[Dict[str, np.ndarray]] = field(default=None, repr=False)
+    alpha: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def output(self) -> np.ndarray:
+        """The result as the target photo was: (H, W) uint8 for a grey target, (H, W, 2) grey +
+        alpha, (H, W, 4) RGBA for a target with transparency, else (H, W, 3) RGB (``image``).
+        This is what the CLI writes."""
+        photo = self.target.photo if self.target is not None else None
+        return self.image if photo is None else photo.restore(self.image, self.alpha)
 
     @property
     def stages(self) -> Dict[str, np.ndarray]:
@@ -186,11 +212,14 @@ class HairTryOn:
     ``work_size``: largest side the work frame is processed at (default 1536).
     ``diffusion_model``: hub id or local diffusers folder for SDEdit (default
     ``google/ddpm-ema-celebahq-256``), loaded on first use, on ``device`` in ``precision``.
+    ``max_pixels``: photos with more pixels are refused before decoding (default
+    :data:`hairtryon.images.MAX_PIXELS`; a server can lower it).
     """
 
     def __init__(self, segmenter="bisenet", landmarker: Optional[Landmarker] = None,
                  work_size: int = MAX_WORK_SIZE, cache_size: int = 8, diffusion_model: Optional[str] = None,
-                 device: str = "auto", precision: str = "auto"):
+                 device: str = "auto", precision: str = "auto", max_pixels: Optional[int] = None):
+        self.max_pixels = max_pixels
         self.segmenter: Segmenter = get_segmenter(segmenter) if isinstance(segmenter, str) else segmenter
         self.landmarker = landmarker or default_landmarker()
         self.diffusion_model, self.device, self.precision = diffusion_model, device, precision
@@ -201,22 +230,35 @@ class HairTryOn:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ per-photo analysis
-    def analyze(self, image: ImageLike, face_index: int = 0) -> FaceAnalysis:
+    def load(self, image: ImageLike, role: str = "") -> Photo:
+        """A photo loaded for the try-on (:func:`~hairtryon.images.load_photo` with this tool's
+        pixel limit); ``role`` ('target' or 'source') names it in messages."""
+        return load_photo(image, role, self.max_pixels)
+
+    def analyze(self, image: ImageLike, face_index: int = 0, role: str = "") -> FaceAnalysis:
         """Landmarks, work frame and semantic map of a photo (cached: a photo seen before costs
-        nothing)."""
-        image = load_image(image)
-        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape, face_index)
+        nothing). ``role`` ('target' or 'source') names the photo in error messages."""
+        photo = self.load(image, role)
+        image = photo.rgb
+        key = (hashlib.blake2b(memoryview(image), digest_size=16).hexdigest(), image.shape, face_index)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
-                return self._cache[key]
-        lm = self.landmarker(image, face_index)
+                cached = self._cache[key]  # the same pixels; this photo's own alpha, greyness and name
+                return cached if cached.photo is photo else dataclasses.replace(cached, photo=photo)
+        lm, faces = self.landmarker.find(image, face_index, what=describe(photo.name, role))
         frame = lm.head_frame(self.work_size, WORK_FRAME_SCALE)
         frame = frame.with_size(min(frame.side, self.work_size))
+        probs, parts = segment_frame(image, frame, self.segmenter, parts=True)
+        if hair_runs_off(labels_from_probs(probs), frame.inside()):  # long hair: a wider frame holds all of it
+            wide = lm.head_frame(self.work_size, WIDE_FRAME_SCALE)
+            wide = wide.with_size(min(wide.side, self.work_size))
+            probs, parts = segment_wide(image, frame, wide, self.segmenter, probs, parts)
+            frame = wide
         crop = frame.extract(image)
-        probs = segment_frame(image, frame, self.segmenter)
         analysis = FaceAnalysis(image, lm, frame, crop, SemanticMap(labels_from_probs(probs), probs,
-                                                                    {"segmenter": self.segmenter.name}))
+                                                                    {"segmenter": self.segmenter.name}, parts),
+                                photo, len(faces), [f for f in faces if f is not lm])
         with self._lock:
             self._cache[key] = analysis
             while len(self._cache) > self._cache_size:
@@ -242,34 +284,37 @@ class HairTryOn:
         return model, why
 
     def __call__(self, target: ImageLike, source: ImageLike, refine: str = "auto", target_face: int = 0,
-                 source_face: int = 0, progress: bool = False, **sdedit_options) -> TryOnResult:
+                 source_face: int = 0, progress: bool = False, force: bool = False, **sdedit_options) -> TryOnResult:
         """Put the hairstyle of ``source`` on the person in ``target`` (paths, PIL images or
         (H, W, 3) uint8 arrays).
 
         ``refine``: 'auto' (default: SDEdit when the diffusion model can be had, else the classic
         result with a :class:`RefineFallbackWarning`), 'sdedit' (fails without the model),
         'classic' (fast-marching fill of the artifacts, paper 3.3.1) or 'none' (stop before it).
+        A pair the method cannot do well (:mod:`hairtryon.checks`) raises
+        :class:`checks.CannotDoWell`, or with ``force`` gives the result with warnings.
         ``sdedit_options``: the fields of :class:`SDEditOptions`.
         """
         if refine not in REFINE_MODES:
             raise HairTryOnError(f"unknown refine mode '{refine}': use one of {', '.join(REFINE_MODES)}.")
         options = SDEditOptions(**sdedit_options)
         t_start = time.perf_counter()
+        target, source = self.load(target, "target"), self.load(source, "source")  # bad files fail first
         model, fallback = self.diffusion(refine)
         bar = tqdm(total=5 + 2 * (refine != "none") + (model is not None), desc="hairtryon", delay=1.0,
                    leave=False, disable=not progress)
         clock = _Clock(bar)
         try:
-            tgt, src, mapping, final, artifacts, parsed, paste_alpha = self._classic(
-                target, source, refine != "none", target_face, source_face, clock)
+            tgt, src, mapping, final, artifacts, parsed, paste_alpha, found = self._classic(
+                target, source, refine != "none", target_face, source_face, clock, force)
             classic, edit = final, None
             if model is not None:
                 with clock("sdedit"):
                     edit = self.sdedit(tgt, mapping, final, paste_alpha, model, options, progress)
                 final, paste_alpha = edit.image, np.maximum(paste_alpha, edit.region)
             with clock("paste_back"):
-                image = paste_back(tgt.image, tgt.frame, final, paste_alpha,
-                                   keep=None if edit is None else edit.keep)
+                keep = None if edit is None else edit.keep
+                image, alpha = _paste_result(tgt, mapping, final, paste_alpha, keep, artifacts)
         finally:
             bar.close()
         meta = {"frame": tgt.frame, "warp": mapping.warp, "segmenter": self.segmenter.name,
@@ -278,6 +323,13 @@ class HairTryOn:
         if mapping.alignment.reason:
             meta["alignment_fallback"] = mapping.alignment.reason
         meta["warnings"] = []  # one-line messages for the person: the CLI prints them, the web page shows them
+        meta["faces"] = {"target": tgt.faces_found, "source": src.faces_found}
+        for role, photo, analysis, index in (("target", target, tgt, target_face), ("source", source, src, source_face)):
+            meta["warnings"].extend(photo.notes)
+            meta["warnings"].extend(_faces_note(describe(photo.name, role), role, analysis.faces_found, index))
+        meta["warnings"] += [c.message for c in found.concerns]  # declines only when forced
+        meta["concerns"] = [dict(code=c.code, photo=c.photo, message=c.message, declined=c.decline, value=c.value)
+                            for c in found.concerns]
         if fallback:
             meta["refine_fallback"] = fallback
             meta["warnings"].append(fallback)
@@ -292,43 +344,53 @@ class HairTryOn:
         if edit is not None:
             masks["edit_keep"] = edit.keep
         return TryOnResult(image, masks, dict(clock.timings, total=time.perf_counter() - t_start), meta, tgt, src,
-                           lambda: _stage_pictures(tgt, src, mapping, parsed, artifacts, classic, image, edit))
+                           lambda: _stage_pictures(tgt, src, mapping, parsed, artifacts, classic, image, edit),
+                           alpha=alpha)
 
-    def _classic(self, target, source, fast_marching: bool, target_face: int, source_face: int, clock: "_Clock"):
-        """Analysis, mapping and (optionally) fast marching: everything before SDEdit."""
+    def _classic(self, target, source, fast_marching: bool, target_face: int, source_face: int, clock: "_Clock",
+                 force: bool = False):
+        """Analysis, checks, mapping and (optionally) fast marching: everything before SDEdit."""
         with clock("analysis"):
-            tgt = self.analyze(target, target_face)
-            src = self.analyze(source, source_face)
+            tgt = self.analyze(target, target_face, "target")
+            src = self.analyze(source, source_face, "source")
+        with clock("checks"):
+            found = self.check_photos(tgt, src)
+            found.raise_if_declined(force)
         mapping = self.map_hair(tgt, src, clock)
+        found.concerns += self.check_pair(tgt, src, mapping)
+        found.raise_if_declined(force)
         final, artifacts, parsed = mapping.composite, np.zeros_like(mapping.removed), None
         if fast_marching:
             final, artifacts, parsed = self.fast_marching(tgt, mapping, clock)
         changed = mapping.removed | artifacts
         # the fills blend into their surroundings, but never into the target's face
         feather = np.where(tgt.semantic.labels == FACE, changed, _feather(changed, max(1.0, tgt.frame.size / 512)))
+        mapping.changed_alpha = feather
         paste_alpha = np.maximum(mapping.layer.alpha, feather)
-        return tgt, src, mapping, final, artifacts, parsed, paste_alpha
+        return tgt, src, mapping, final, artifacts, parsed, paste_alpha, found
 
     def sweep(self, target: ImageLike, source: ImageLike, levels, target_face: int = 0, source_face: int = 0,
               progress: bool = False, **sdedit_options):
         """SDEdit of one try-on at several noise levels (the paper's Figure 12). Needs the
         diffusion model. Returns (grid (H, W, 3) uint8 labelled: input, composite, one result per
-        level; [(level, (H, W, 3) uint8 full-resolution result)])."""
+        level; [(level, full-resolution result in the target's own kind, see TryOnResult.output)])."""
         from .visualize import labelled_grid
 
         levels = [int(v) for v in levels]
         for level in levels:
             SDEditOptions(noise_level=level, **sdedit_options)  # validate all before any work
+        target, source = self.load(target, "target"), self.load(source, "source")
         model, _ = self.diffusion("sdedit")
-        tgt, src, mapping, final, _, _, paste_alpha = self._classic(target, source, True, target_face,
-                                                                    source_face, _Clock(None))
+        tgt, src, mapping, final, artifacts, _, paste_alpha, _ = self._classic(target, source, True, target_face,
+                                                                               source_face, _Clock(None))
         tiles = [("input", tgt.crop), ("composite", final)]
         results = []
         for level in levels:
             edit = self.sdedit(tgt, mapping, final, paste_alpha, model,
                                SDEditOptions(noise_level=level, **sdedit_options), progress)
-            image = paste_back(tgt.image, tgt.frame, edit.image, np.maximum(paste_alpha, edit.region), keep=edit.keep)
-            results.append((level, image))
+            image, alpha = _paste_result(tgt, mapping, edit.image, np.maximum(paste_alpha, edit.region), edit.keep,
+                                         artifacts)
+            results.append((level, tgt.photo.restore(image, alpha) if tgt.photo is not None else image))
             tiles.append((f"t0 = {level}", tgt.frame.extract(image)))
         return labelled_grid(tiles, cols=len(tiles), tile=256), results
 
@@ -362,6 +424,77 @@ class HairTryOn:
         region[rows, cols] = ~keep_crop[brows, bcols]
         return SDEditOutcome(out, keep, region, refined, crop)
 
+    def check_photos(self, tgt: FaceAnalysis, src: FaceAnalysis) -> "checks.Checks":
+        """What each photo says about how well the method can do (:mod:`hairtryon.checks`)."""
+        found = checks.Checks()
+        for role, a in (("target", tgt), ("source", src)):
+            frame = a.frame
+            mesh = frame.to_frame_points(a.landmarks.mesh)
+            hands = [frame.to_frame_points(h) for h in self._hands(a)] if role == "source" else []
+            others = [frame.to_frame_points(o.mesh) for o in a.others] if role == "source" else []
+            found.concerns += checks.photo_checks(role, a.semantic.prob(HAIR), a.semantic.parts.get("hat"),
+                                                  a.landmarks.yaw_degrees,
+                                                  a.inside, hands, others, float(np.ptp(mesh[:, 0])))
+        return found
+
+    def check_pair(self, tgt: FaceAnalysis, src: FaceAnalysis, mapping: "Mapping") -> list:
+        """What the mapping says: heads turned apart, the target's hands or other people where the
+        try-on changes pixels, and a neck and shoulders to invent."""
+        f = tgt.frame
+        mesh = f.to_frame_points(tgt.landmarks.mesh)
+        face_width = float(np.ptp(mesh[:, 0]))
+        changed = (mapping.layer.alpha > 0.1) | mapping.removed
+        hands = [f.to_frame_points(h) for h in self._hands(tgt)]
+        others = [f.to_frame_points(o.mesh) for o in tgt.others]
+        found = checks.pair_checks(tgt.landmarks.yaw_degrees, src.landmarks.yaw_degrees,
+                                   changed & tgt.inside, hands, others, face_width)
+        # the source photo's edges, where they cut its hair off, moved onto the target
+        visible = {}
+        src_hair = (src.semantic.labels == HAIR) & src.inside
+        for side, line in checks.cut_lines(src_hair, src.inside).items():
+            moved = alignment.warp_labels(line.astype(np.uint8), mapping.warp, (f.size, f.size)) > 0
+            scale = float(np.sqrt(abs(np.linalg.det(mapping.warp[:2, :2]))))  # target px per source px
+            visible[side] = float((moved & tgt.inside).sum()) / max(3.0 * scale, 1e-6)  # line length
+        found += checks.cut_off_check(visible, face_width)
+        regions = self.regions(tgt)
+        invented = mapping.removed & regions.body & ~regions.neck & (mapping.layer.alpha < 0.5) & tgt.inside
+        parts = tgt.semantic.parts
+        cloth = (parts["cloth"] > parts["neck_skin"]) if "cloth" in parts else (tgt.semantic.labels == NECK)
+        visible = cloth & (tgt.semantic.labels == NECK) & ~mapping.removed & tgt.inside
+        face_area = float(((tgt.semantic.labels == FACE) | regions.face).sum())
+        return found + checks.body_check(invented, visible, face_area)
+
+    def _hands(self, analysis: FaceAnalysis) -> list:
+        """The hands in a photo that look like hands (see :func:`checks.plausible_hands`)."""
+        box = analysis.landmarks.face_box
+        face = analysis.semantic.labels == FACE
+        skin = None
+        if face.sum() > 50:
+            lab = cv2.cvtColor(analysis.crop, cv2.COLOR_RGB2LAB).astype(np.float32)[face]
+            skin = np.median(lab, axis=0) * [100 / 255, 1, 1] - [0, 128, 128]
+        return checks.plausible_hands(self.body(analysis).hands, float(box[3] - box[1]), analysis.image, skin)
+
+    def body(self, analysis: FaceAnalysis):
+        """Shoulders and hands of a photo's person (:class:`landmarks.Body`), found once."""
+        if "body" not in analysis.__dict__:
+            from .landmarks import default_body_landmarker
+
+            f = analysis.frame
+            analysis.__dict__["body"] = default_body_landmarker()(analysis.image, (f.x0, f.y0, f.x0 + f.side, f.y0 + f.side))
+        return analysis.__dict__["body"]
+
+    def regions(self, tgt: FaceAnalysis) -> "mapping.TargetRegions":
+        """The target's old hair, face outline and body outline in its frame, found once."""
+        if "regions" not in tgt.__dict__:
+            from .landmarks import face_oval_indices
+
+            body = self.body(tgt)
+            shoulders = None if body.shoulders is None else tgt.frame.to_frame_points(body.shoulders)
+            tgt.__dict__["regions"] = mapping.target_regions(
+                tgt.crop, tgt.semantic.labels, tgt.semantic.prob(HAIR), tgt.frame.to_frame_points(tgt.landmarks.mesh),
+                face_oval_indices(), shoulders, tgt.inside, tgt.unit)
+        return tgt.__dict__["regions"]
+
     def map_hair(self, tgt: FaceAnalysis, src: FaceAnalysis, clock: Optional[_Clock] = None) -> "Mapping":
         """Face and hair mapping (paper 3.2): transform, cropping, replacing, in the target's frame."""
         clock = clock or _Clock(None)
@@ -384,45 +517,56 @@ class HairTryOn:
             layer = compositing.crop_source_hair(warped, warped_labels == HAIR)
             layer.alpha *= fade
             source_hair = layer.alpha.copy()
-            removed = compositing.remove_hair(tgt.crop, tgt.semantic.labels, tgt.semantic.prob(HAIR),
-                                              closing_px=max(2, s // 100), margin_px=max(2, s // 120),
-                                              face_margin_px=max(1, s // 300))
+            regions = self.regions(tgt)
+            removed = regions.removed
             # skin under the new hairstyle: the target's face, and the source's forehead up to its
-            # hairline where the old hair covered it; thin slivers by the new hair are skin too
-            face = tgt.face_region() | ((warped_labels == FACE) & tgt.forehead_column())
-            face = cv2.dilate(face.astype(np.uint8), disk(s / 100)).astype(bool)
+            # hairline where the old hair covered it
+            face = regions.face | ((warped_labels == FACE) & tgt.forehead_column() & removed)
+            u = tgt.unit
             chin_y = tgt.points[3, 1]
-            gaps = compositing.side_gaps(layer.mask, face, removed, width=s // 8, below=chin_y)
-            layer = compositing.extend_hair(layer, gaps)
-            intended = compositing.mapping_mask(tgt.semantic.labels, removed, layer.mask, face)
+            gaps = mapping.side_gaps(layer.mask, face, removed, width=int(u / 10), below=chin_y,
+                                     mass=u / 40) & inside
+            fg, alpha = rebuild.grow_hair(layer.foreground, layer.alpha, gaps, unit=u)
+            layer = compositing.HairLayer(alpha, fg)
+            under = mapping.under_hair(tgt.semantic.labels, removed, face, regions.body & ~face)
+            intended = mapping.mapping_mask(under, layer.mask)
 
         with clock("replacing"):  # 3.2.4, with the old hair's place rebuilt from the target itself
-            hairless = inpainting.fill(tgt.crop, removed, intended, known=~removed & inside, method="smooth")
-            # a forehead uncovered by the new hairline takes the source's own forehead skin, its
-            # colours matched to the target's skin around it, from above both faces' eyebrows only
-            # (the source's brows or glasses must not come along)
-            brows = np.vstack([f.to_frame_points(tgt.landmarks.eyebrows),
-                               alignment.Alignment(f.matrix() @ align.matrix, align.kind).apply(src.landmarks.eyebrows)])
-            donor, usable = inpainting.mirror_below(
-                warped, inpainting.skin_pixels(warped, warped_labels, strictness=1.0, edge=1 / 80),
-                int(max(1, brows[:, 1].min() - s / 50)))
-            hairless = inpainting.clone_skin(hairless, donor, removed & (intended == FACE) & usable & inside)
+            hidden = cv2.erode((layer.alpha > 0.99).astype(np.uint8), disk(max(2, u / 200))).astype(bool)
+            hairless = self._rebuild(tgt, tgt.crop, removed & ~hidden & inside, under)
             composite = compositing.replace_hair(hairless, layer)
-        return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, intended, hairless, composite)
+        return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, under, intended, hairless,
+                       composite)
+
+    def _rebuild(self, tgt: FaceAnalysis, image: np.ndarray, hole: np.ndarray, under: np.ndarray) -> np.ndarray:
+        """:func:`rebuild.rebuild` of ``hole`` in the target's frame, from its own pixels."""
+        s = tgt.frame.size
+        regions = self.regions(tgt)
+        features = mapping.features_mask(tgt.frame.to_frame_points(tgt.landmarks.mesh), s, grow=max(2, tgt.unit / 100))
+        parts = tgt.semantic.parts
+        cloth = (parts["cloth"] > parts["neck_skin"]) if "cloth" in parts else None
+        known = ~regions.removed & tgt.inside
+        return rebuild.rebuild(image, hole, under, known, features, regions.neck, cloth, regions.mirror,
+                               unit=tgt.unit).image
 
     def fast_marching(self, tgt: FaceAnalysis, mapping: "Mapping", clock: Optional[_Clock] = None):
         """Paper 3.3.1: parse the mapping image again; where it disagrees with the mapping mask
         lie the artifacts, filled by fast marching. Returns (filled (S, S, 3) uint8, artifacts
         (S, S) bool, the re-parse :class:`SemanticMap`)."""
         clock = clock or _Clock(None)
-        s = tgt.frame.size
         with clock("reparse"):
             parsed = self.parse_crop(mapping.composite)
         with clock("fast_marching"):
-            artifacts = inpainting.find_artifacts(parsed.labels, mapping.intended, min_width=max(3, s // 100))
+            u = tgt.unit
+            artifacts = inpainting.find_artifacts(parsed.labels, mapping.intended, min_width=max(3, int(u / 100)))
             artifacts &= tgt.inside & (tgt.semantic.labels != FACE)  # the target's face stays its own
-            final = inpainting.fast_marching(mapping.composite, artifacts, mapping.intended,
-                                             known=~artifacts & tgt.inside)
+            known = ~artifacts & tgt.inside
+
+            def rebuild_large(image, hole):
+                return self._rebuild(tgt, image, hole, mapping.under)
+
+            final = inpainting.fast_marching(mapping.composite, artifacts, mapping.intended, known=known,
+                                             large=(u / 25) ** 2, rebuild_large=rebuild_large)
         return final, artifacts, parsed
 
 
@@ -449,7 +593,8 @@ class Mapping:
     frame. ``warped``/``warped_labels``: the source and its labels on the target's head.
     ``layer``: the new hair (matte and colours); ``source_hair``: the warped source hair's own
     matte (float32) before the layer was grown into gaps beside the face. ``removed``: where the
-    target's old hair was. ``intended``: the mapping mask. ``hairless``: the target with the old
+    target's old hair was. ``under``: what lies under the old hair (labels without the new hair).
+    ``intended``: the mapping mask. ``hairless``: the target with the old
     hair's place rebuilt. ``composite``: the mapping image, the new hair over ``hairless``.
     """
 
@@ -460,9 +605,11 @@ class Mapping:
     layer: compositing.HairLayer
     source_hair: np.ndarray
     removed: np.ndarray
+    under: np.ndarray
     intended: np.ndarray
     hairless: np.ndarray
     composite: np.ndarray
+    changed_alpha: Optional[np.ndarray] = None  # (S, S) float32: where the try-on rebuilt, feathered
 
 
 def _stage_pictures(tgt: FaceAnalysis, src: FaceAnalysis, mapping: Mapping, parsed: Optional[SemanticMap],
@@ -514,23 +661,102 @@ def _stage_pictures(tgt: FaceAnalysis, src: FaceAnalysis, mapping: Mapping, pars
 
 
 def paste_back(image: np.ndarray, frame: Frame, content: np.ndarray, alpha: np.ndarray,
-               keep: Optional[np.ndarray] = None) -> np.ndarray:
-    """Blend work-frame ``content`` ((S, S, 3) uint8) into the photo ``image`` ((H, W, 3) uint8)
-    with ``alpha`` ((S, S) float32), both upsampled to the frame's own pixels. Where alpha is 0,
-    and wherever ``keep`` ((S, S) bool, upsampled nearest) is True, the photo's pixels are
-    returned unchanged. Returns a new (H, W, 3) uint8 image."""
+               keep: Optional[np.ndarray] = None, strip: int = 512) -> np.ndarray:
+    """Blend work-frame ``content`` ((S, S, 3) uint8, or (S, S) for a one-channel ``image``)
+    into the photo ``image`` ((H, W, 3) or (H, W) uint8) with ``alpha`` ((S, S) float32), both
+    resampled (bilinear) to the photo's pixels. Where alpha is 0, and wherever ``keep``
+    ((S, S) bool, resampled nearest) is True, the photo's pixels are returned unchanged.
+    Returns a new image like ``image``.
+
+    Only the photo's rows and columns under ``alpha > 0`` are resampled, in bands of ``strip``
+    rows, so a 12000x12000 photo costs one copy of itself and a few bands."""
     out = image.copy()
-    rows, cols, brows, bcols = frame.roi()
-    a = frame.to_image_box(alpha.astype(np.float32))[brows, bcols]
+    rows, cols, _, _ = frame.roi()
+    sel = alpha > 0
     if keep is not None:
-        a = np.where(frame.to_image_box(keep.astype(np.uint8), cv2.INTER_NEAREST)[brows, bcols] > 0, 0.0, a)
-    c = frame.to_image_box(content)[brows, bcols].astype(np.float32)
-    sel = a > 0
-    if sel.any():
-        region = out[rows, cols]
-        blend = region.astype(np.float32) * (1.0 - a[..., None]) + c * a[..., None]
-        region[sel] = np.clip(np.round(blend[sel]), 0, 255).astype(np.uint8)
+        sel &= ~keep
+    ys, xs = np.nonzero(sel.any(axis=1))[0], np.nonzero(sel.any(axis=0))[0]
+    if not len(ys):
+        return out
+    inv = 1.0 / frame.scale  # photo pixels per frame pixel; frame pixel f -> photo (f + 0.5) * inv - 0.5 + x0
+    iy0 = max(rows.start, int(np.floor(frame.y0 + (ys[0] - 1) * inv)))
+    iy1 = min(rows.stop, int(np.ceil(frame.y0 + (ys[-1] + 2) * inv)) + 1)
+    ix0 = max(cols.start, int(np.floor(frame.x0 + (xs[0] - 1) * inv)))
+    ix1 = min(cols.stop, int(np.ceil(frame.x0 + (xs[-1] + 2) * inv)) + 1)
+    if iy1 <= iy0 or ix1 <= ix0:
+        return out
+    to_frame = frame.matrix()
+    alpha = np.ascontiguousarray(alpha, np.float32)
+    linear = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    # ``keep`` is sampled as cv2.resize(INTER_NEAREST) samples it (what Frame.to_image_box gives)
+    nearest_step = 1.0 / (frame.side / frame.size)
+    keep_cols = None
+    if keep is not None:
+        keep_cols = np.minimum(np.floor((np.arange(ix0, ix1) - frame.x0) * nearest_step).astype(np.int64),
+                               frame.size - 1)
+    for y0 in range(iy0, iy1, strip):
+        y1 = min(y0 + strip, iy1)
+        m = (to_frame @ np.array([[1.0, 0.0, ix0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]]))[:2]  # band pixel -> frame
+        size = (ix1 - ix0, y1 - y0)
+        a = cv2.warpAffine(alpha, m, size, flags=linear, borderMode=cv2.BORDER_REPLICATE)
+        if keep is not None:
+            keep_rows = np.minimum(np.floor((np.arange(y0, y1) - frame.y0) * nearest_step).astype(np.int64),
+                                   frame.size - 1)
+            a[keep[keep_rows[:, None], keep_cols[None, :]]] = 0
+        if not (a > 0).any():
+            continue
+        c = cv2.warpAffine(content, m, size, flags=linear, borderMode=cv2.BORDER_REPLICATE)
+        region = out[y0:y1, ix0:ix1]
+        # (1 - a) * photo + a * content, rounded; exactly the photo's pixel where a == 0
+        np.clip(a, 0.0, 1.0, out=a)
+        region[...] = cv2.blendLinear(np.ascontiguousarray(region), c, 1.0 - a, a)
     return out
+
+
+def _paste_result(tgt: FaceAnalysis, mapping: "Mapping", final: np.ndarray, paste_alpha: np.ndarray,
+                  keep: Optional[np.ndarray], rebuilt: np.ndarray):
+    """The try-on's work frame pasted back into the target photo, in the photo's own kind:
+    a grey target gets the new content in grey; a target with transparency gets its alpha
+    pasted back too (the new hair's alpha is its matte; where the old hair's place was rebuilt
+    the alpha is rebuilt from the alpha around it). ``rebuilt``: (S, S) bool artifacts filled by
+    fast marching. Returns (image (H, W, 3) uint8, alpha (H, W) uint8 or None)."""
+    photo = tgt.photo
+    layer = mapping.layer
+    if keep is None and mapping.changed_alpha is not None:
+        # the classic result: what was rebuilt (the mapping's hairless target with the artifacts
+        # filled) goes in first, then the new hair over it at the photo's resolution, so every
+        # pixel gets the hair at its matte's weight once (not the matte squared at the rim)
+        # (in one paste: p = 1 - (1 - c)(1 - a), content = (c (1 - a) background + a hair) / p)
+        c, a = mapping.changed_alpha.astype(np.float32)[..., None], layer.alpha.astype(np.float32)[..., None]
+        background = np.where(rebuilt[..., None], final, mapping.hairless).astype(np.float32)
+        p = c + a - c * a
+        content = (c * (1 - a) * background + a * layer.foreground) / np.maximum(p, 1e-6)
+        content = np.clip(np.round(content), 0, 255).astype(np.uint8)
+        if photo is not None and photo.grey:
+            content = grey_rgb(content)
+        image = paste_back(tgt.image, tgt.frame, content, p[..., 0])
+    else:
+        if photo is not None and photo.grey:
+            final = grey_rgb(final)
+        image = paste_back(tgt.image, tgt.frame, final, paste_alpha, keep=keep)
+    if photo is None or photo.alpha is None:
+        return image, None
+    base = tgt.frame.extract(photo.alpha)
+    holes = (mapping.removed | rebuilt).astype(np.uint8)
+    if holes.any():
+        base = cv2.inpaint(base, holes, 3, cv2.INPAINT_TELEA)
+    hair = mapping.layer.alpha.astype(np.float32)
+    content = np.clip(np.round(255.0 * hair + (1.0 - hair) * base.astype(np.float32)), 0, 255).astype(np.uint8)
+    return image, paste_back(photo.alpha, tgt.frame, content, paste_alpha, keep=keep)
+
+
+def _faces_note(what: str, role: str, found: int, index: int) -> list:
+    """The warning for a photo with several faces: how many, which was used, how to choose."""
+    if found <= 1:
+        return []
+    used = "face 0 (the largest)" if index == 0 else f"face {index}"
+    return [f"{what} shows {found} faces; {used} was used: choose another with --{role}-face N "
+            f"(0 to {found - 1}, largest first)."]
 
 
 _DEFAULT_TOOLS: Dict[str, HairTryOn] = {}

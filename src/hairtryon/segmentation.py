@@ -60,11 +60,15 @@ class SemanticMap:
     ``labels``: (H, W) uint8 class ids (see :data:`CLASSES`).
     ``probs``: (5, H, W) float32 class probabilities (sum to 1 per pixel), or None.
     ``meta``: how it was made (segmenter, frame, notes).
+    ``parts``: finer parts where the segmenter tells them apart, each (H, W) float32
+    probability: ``hat`` (headwear, counted as hair in the 5 classes), ``neck_skin`` and
+    ``cloth`` (the two halves of neck+clothes). Empty for segmenters that only know the 5 classes.
     """
 
     labels: np.ndarray
     probs: Optional[np.ndarray] = None
     meta: dict = field(default_factory=dict)
+    parts: Dict[str, np.ndarray] = field(default_factory=dict)
 
     def mask(self, *classes: int) -> np.ndarray:
         """(H, W) bool: pixels of any of ``classes``."""
@@ -91,6 +95,8 @@ class Segmenter(Protocol):
 
     ``input_size``: the side of the square crop it works best at (the crop is resized to it).
     ``predict(crop)``: (S, S, 3) uint8 RGB with S = input_size -> (5, S, S) float32 probabilities.
+    A segmenter that tells finer parts apart may also offer ``predict_parts(crop)`` -> (the same
+    probabilities, {part name: (S, S) float32}) with the parts of :attr:`SemanticMap.parts`.
     """
 
     name: str
@@ -137,20 +143,34 @@ class BiSeNetSegmenter:
         self._lock = threading.Lock()
 
     def predict(self, crop: np.ndarray) -> np.ndarray:
+        return self.predict_parts(crop)[0]
+
+    def predict_parts(self, crop: np.ndarray):
+        """(5, S, S) class probabilities and the finer parts {hat, neck_skin, cloth}: (S, S) each."""
         import torch
 
         x = imagenet_normalise(crop).to(self.device, memory_format=torch.channels_last)
         with self._lock, torch.inference_mode():
             logits = self.net(x)[0].float().cpu()
         p19 = torch.softmax(logits, dim=0)
-        return torch.einsum("kc,chw->khw", self._groups, p19).numpy()
+        parts = {name: p19[BISENET_PARTS.index(part)].numpy()
+                 for name, part in (("hat", "hat"), ("neck_skin", "neck"), ("cloth", "cloth"))}
+        return torch.einsum("kc,chw->khw", self._groups, p19).numpy(), parts
 
 
 def load_segmenter(spec: str = "bisenet", device: str = "cpu") -> Segmenter:
     """A segmenter by name: ``bisenet`` (default, pretrained) or ``unet:PATH`` (a checkpoint
-    trained with ``hairtryon train-segmenter``)."""
+    trained with ``hairtryon train-segmenter``). On the CPU the pretrained BiSeNet runs from its
+    ONNX export in OpenCV's DNN module (no torch import, about 4x faster; see
+    :mod:`hairtryon.bisenet_onnx`), else in torch."""
     spec = (spec or "bisenet").strip()
     if spec == "bisenet":
+        if str(device) == "cpu":
+            from . import bisenet_onnx
+
+            dnn = bisenet_onnx.load()
+            if dnn is not None:
+                return dnn
         return BiSeNetSegmenter(device=device)
     if spec.startswith("unet:"):
         from .unet_segmenter import UNetSegmenter  # noqa: WPS433 (optional backend)
@@ -176,14 +196,23 @@ def get_segmenter(spec: str = "bisenet") -> Segmenter:
 PARSE_FRAME_SCALE = 1.1
 
 
-def segment_frame(image: np.ndarray, frame: Frame, segmenter: Segmenter) -> np.ndarray:
+def segment_frame(image: np.ndarray, frame: Frame, segmenter: Segmenter, parts: bool = False):
     """Class probabilities of the ``frame`` of ``image``: (5, frame.size, frame.size) float32.
-    Parts of the frame outside the image are mirrored in for the segmenter."""
+    Parts of the frame outside the image are mirrored in for the segmenter. With ``parts``,
+    returns (probabilities, {part: (frame.size, frame.size) float32}) (empty when the segmenter
+    has no ``predict_parts``)."""
     crop = frame.with_size(segmenter.input_size).extract(image, border=cv2.BORDER_REFLECT_101)
-    probs = segmenter.predict(crop)
+    extra = {}
+    if parts and hasattr(segmenter, "predict_parts"):
+        probs, extra = segmenter.predict_parts(crop)
+    else:
+        probs = segmenter.predict(crop)
     if frame.size != segmenter.input_size:
-        probs = resize(probs.transpose(1, 2, 0), (frame.size, frame.size), cv2.INTER_LINEAR).transpose(2, 0, 1)
-    return np.ascontiguousarray(probs, dtype=np.float32)
+        size = (frame.size, frame.size)
+        probs = resize(probs.transpose(1, 2, 0), size, cv2.INTER_LINEAR).transpose(2, 0, 1)
+        extra = {k: resize(v, size, cv2.INTER_LINEAR) for k, v in extra.items()}
+    probs = np.ascontiguousarray(probs, dtype=np.float32)
+    return (probs, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in extra.items()}) if parts else probs
 
 
 def parser_frame(image: np.ndarray, size: int, landmarks=None) -> Tuple[Frame, Optional[str]]:
@@ -228,3 +257,48 @@ def parse(image: np.ndarray, segmenter: Optional[Segmenter] = None, landmarks=No
     if note:
         meta["note"] = note
     return SemanticMap(labels, probs if keep_probs else None, meta)
+
+
+def hair_runs_off(labels: np.ndarray, inside: np.ndarray, margin: int = 2) -> bool:
+    """Whether the hair in ``labels`` ((S, S) uint8) reaches the frame's own border where the
+    photo goes on beyond it (``inside`` (S, S) bool: frame pixels inside the photo)."""
+    hair = labels == HAIR
+    edge = np.zeros_like(hair)
+    edge[:margin, :] = edge[-margin:, :] = True
+    edge[:, :margin] = edge[:, -margin:] = True
+    return bool((hair & edge & inside).sum() > 4 * labels.shape[0] / 100)
+
+
+def segment_wide(image: np.ndarray, small: Frame, wide: Frame, segmenter: Segmenter, small_probs: np.ndarray,
+                 small_parts: Dict[str, np.ndarray]):
+    """Class probabilities and parts on the ``wide`` frame, for hair that runs off the ``small``
+    one: the segmenter parses the wide frame, and inside the small frame (where the face is big
+    enough to be parsed best) its own parse ``small_probs`` ((5, s, s)) and ``small_parts`` are
+    kept, blended over a band at its border. Returns ((5, W, W) float32, {part: (W, W)})."""
+    probs, parts = segment_frame(image, wide, segmenter, parts=True)
+    scale = wide.scale
+    x0 = int(round((small.x0 - wide.x0) * scale))
+    y0 = int(round((small.y0 - wide.y0) * scale))
+    side = int(round(small.side * scale))
+    w = wide.size
+    # the small frame's box in the wide frame, clipped
+    bx0, by0, bx1, by1 = max(0, x0), max(0, y0), min(w, x0 + side), min(w, y0 + side)
+    if bx1 <= bx0 or by1 <= by0:
+        return probs, parts
+    ramp = np.minimum.outer(np.minimum(np.arange(side), np.arange(side)[::-1]),
+                            np.minimum(np.arange(side), np.arange(side)[::-1])).astype(np.float32)
+    weight = np.clip(ramp / max(2.0, 0.08 * side), 0, 1)
+    rows, cols = slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0)
+    wgt = weight[rows, cols]
+
+    def paste(big: np.ndarray, little: np.ndarray) -> None:
+        up = resize(little, (side, side), cv2.INTER_LINEAR)[rows, cols]
+        region = big[by0:by1, bx0:bx1]
+        region[...] = wgt * up + (1 - wgt) * region
+
+    for k in range(probs.shape[0]):
+        paste(probs[k], small_probs[k])
+    for name in parts:
+        if name in small_parts:
+            paste(parts[name], small_parts[name])
+    return probs, parts

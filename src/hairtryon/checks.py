@@ -1,0 +1,249 @@
+"""What the method cannot do well, found before it runs: each check looks at one photo (or the
+pair) and says, in words a person understands, why the result would look edited.
+
+Every :class:`Concern` names the photo (target or source) and the reason. The pipeline declines
+a pair with a :class:`CannotDoWell` error (one sentence, exit status 2 on the command line) when
+a concern is serious, and otherwise gives the result with the concern as a warning line and in
+its metadata (``meta['concerns']``). ``force=True`` turns declines into warnings.
+
+| check | measured on | warn | decline |
+| --- | --- | --- | --- |
+| headwear | parser's ``hat`` part over hair+hat | source: hat >= 15% | hat >= 40% (source or target) |
+| head turned | yaw from Face Mesh's 3-D points (``Landmarks.yaw_degrees``) | > 25° | > 40° |
+| heads turned apart | target yaw - source yaw | > 30° | > 45° |
+| hair cut off by the photo | source hair along the photo's edges, where it lands inside the target photo | one side | two or more sides |
+| hands | MediaPipe Hands | | a hand touches the source's hair, or what the try-on changes in the target |
+| other people | other faces found in the photo | | another head touches the source's hair, or what the try-on changes in the target |
+| body to invent | target's neck and shoulders hidden under old hair and left bare | large | large, with no clothes visible to copy |
+
+Arrays are in a photo's work frame: masks (S, S) bool, points (N, 2) frame pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from .errors import HairTryOnError
+from .framing import grow as grow_mask
+
+HAT_WARN, HAT_DECLINE = 0.15, 0.40
+YAW_WARN, YAW_DECLINE = 25.0, 40.0
+YAW_DIFF_WARN, YAW_DIFF_DECLINE = 30.0, 45.0
+
+
+class CannotDoWell(HairTryOnError):
+    """The pair is one the method cannot do well (headwear, a turned head, ...): declined."""
+
+    def __init__(self, concerns: Sequence["Concern"]):
+        self.concerns = list(concerns)
+        super().__init__(" ".join(c.message for c in self.concerns if c.decline)
+                         + " (use --force to try anyway).")
+
+
+@dataclass(frozen=True)
+class Concern:
+    """One reason a result would look edited. ``code``: short name (headwear, yaw, cut_off,
+    hands, other_people, body); ``photo``: 'target' or 'source'; ``message``: one sentence;
+    ``decline``: serious enough to decline; ``value``: the measured figure."""
+
+    code: str
+    photo: str
+    message: str
+    decline: bool
+    value: float = float("nan")
+
+
+@dataclass
+class Checks:
+    """All concerns of one pair."""
+
+    concerns: List[Concern] = field(default_factory=list)
+
+    @property
+    def declines(self) -> List[Concern]:
+        return [c for c in self.concerns if c.decline]
+
+    @property
+    def warnings(self) -> List[str]:
+        return [c.message for c in self.concerns if not c.decline]
+
+    def raise_if_declined(self, force: bool = False) -> None:
+        if self.declines and not force:
+            raise CannotDoWell(self.declines)
+
+
+# ------------------------------------------------------------------------------------ measures
+def hat_share(hair_prob: np.ndarray, hat_prob: np.ndarray) -> float:
+    """Share of the hair+headwear pixels ((S, S) float32 probabilities of the 5-class hair, which
+    includes headwear, and of the parser's hat part) that are headwear."""
+    hair = hair_prob > 0.5
+    if hair.sum() < 50:
+        return 0.0
+    return float((hat_prob[hair] > 0.5).mean())
+
+
+def cut_lines(hair: np.ndarray, inside: np.ndarray, width: int = 3) -> dict:
+    """Where the photo's edges cut the hair off: for each side ('top', 'bottom', 'left', 'right')
+    of the photo's boundary inside the frame (where ``inside`` (S, S) bool ends), the hair pixels
+    ((S, S) bool) within ``width`` pixels of it, as (S, S) bool masks (only the sides that do)."""
+    out = {}
+    ys, xs = np.nonzero(inside)
+    if not len(ys):
+        return out
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    s = inside.shape[0]
+    sides = {"top": (y0 > 0, np.s_[y0:y0 + width, :]), "bottom": (y1 < s - 1, np.s_[y1 - width + 1:y1 + 1, :]),
+             "left": (x0 > 0, np.s_[:, x0:x0 + width]), "right": (x1 < s - 1, np.s_[:, x1 - width + 1:x1 + 1])}
+    for name, (is_edge, sl) in sides.items():
+        line = np.zeros_like(hair)
+        line[sl] = hair[sl] & inside[sl]
+        if is_edge and line.any():
+            out[name] = line
+    return out
+
+
+def cut_off_check(visible: dict, face_width: float) -> List[Concern]:
+    """A concern where the source photo's edges cut its hair off where it shows on the target:
+    ``visible`` maps each side to the length (target-frame pixels) of its cut line that lands
+    inside the target photo. Two or more sides with a cut longer than a quarter of the face's
+    width decline (the hair would end in straight lines); one side warns (it is continued)."""
+    sides = [k for k, v in visible.items() if v >= 0.25 * face_width]
+    if len(sides) >= 2:
+        return [Concern("cut_off", "source", f"In the source photo, the hairstyle is cut off by the photo's "
+                                             f"{' and '.join(sides)} edges, and on this target it would end there.",
+                        True, len(sides))]
+    if sides:
+        return [Concern("cut_off", "source", f"In the source photo, the hairstyle is cut off by the photo's "
+                                             f"{sides[0]} edge; it was continued there.", False, 1)]
+    return []
+
+
+def plausible_hands(hands: Sequence[np.ndarray], face_height: float, image: Optional[np.ndarray] = None,
+                    skin_lab: Optional[np.ndarray] = None, min_size: float = 0.45,
+                    max_delta_e: float = 30.0) -> List[np.ndarray]:
+    """The hands (each (21, 2) points, in ``image`` pixels) that look like hands: at least
+    ``min_size`` of ``face_height`` long (a hand is about as long as a face; much smaller 'hands'
+    are the detector seeing an ear), and, given the photo (``image`` (H, W, 3) uint8) and the
+    face's skin colour (``skin_lab``, CIELAB (3,)), with skin inside them (median colour within
+    ``max_delta_e`` of it; the detector also sees hands in hair), spanning an area, not a line."""
+    out = []
+    for h in hands:
+        length = float(np.ptp(h, axis=0).max())
+        if length < min_size * face_height:
+            continue
+        # a hand's 21 points span an area; a detection collapsed onto a line is not a hand
+        if cv2.contourArea(cv2.convexHull(h.astype(np.float32))) < 0.1 * length ** 2:
+            continue
+        if image is not None and skin_lab is not None:
+            x0, y0 = np.floor(h.min(0)).astype(int)
+            x1, y1 = np.ceil(h.max(0)).astype(int)
+            x0, y0, x1, y1 = max(0, x0), max(0, y0), min(image.shape[1], x1 + 1), min(image.shape[0], y1 + 1)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            box = image[y0:y1, x0:x1]
+            inside = _hull_mask(h - [x0, y0], max(box.shape[:2]), 0)[:box.shape[0], :box.shape[1]]
+            if inside.sum() < 10:
+                continue
+            lab = cv2.cvtColor(box, cv2.COLOR_RGB2LAB).astype(np.float32)[inside]
+            lab = lab * [100 / 255, 1, 1] - [0, 128, 128]
+            if np.linalg.norm(np.median(lab, axis=0) - skin_lab) > max_delta_e:
+                continue
+        out.append(h)
+    return out
+
+
+def _hull_mask(points: np.ndarray, size: int, grow: float) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1)
+    return grow_mask(mask.astype(bool), grow)
+
+
+def touches(points_list: Sequence[np.ndarray], region: np.ndarray, grow: float) -> bool:
+    """Whether any of the point sets ((N, 2) frame pixels, e.g. a hand's landmarks or another
+    face's mesh), as a convex hull grown by ``grow`` pixels, overlaps ``region`` ((S, S) bool)."""
+    s = region.shape[0]
+    return any((_hull_mask(p, s, grow) & region).any() for p in points_list
+               if len(p) and np.isfinite(p).all() and (p.min() < s and p.max() > 0))
+
+
+# ------------------------------------------------------------------------------------ the checks
+def _name(role: str) -> str:
+    return f"the {role} photo"
+
+
+def photo_checks(role: str, hair_prob: np.ndarray, hat_prob: Optional[np.ndarray], yaw: float,
+                 inside: np.ndarray, hands: Sequence[np.ndarray], other_faces: Sequence[np.ndarray],
+                 face_width: float) -> List[Concern]:
+    """Concerns about one photo in its work frame: ``hair_prob`` (S, S) float32 (5-class hair,
+    headwear included), ``hat_prob`` (S, S) float32 or None (the parser has no hat part),
+    ``yaw`` the head's yaw in degrees (:attr:`hairtryon.landmarks.Landmarks.yaw_degrees`),
+    ``hands`` and ``other_faces`` lists of (N, 2) point sets in frame pixels; ``inside`` (S, S)
+    bool; ``face_width`` in frame pixels."""
+    out: List[Concern] = []
+    name = _name(role)
+    hair = hair_prob > 0.5
+    if hat_prob is not None:
+        share = hat_share(hair_prob, hat_prob)
+        if share >= HAT_DECLINE:
+            what = "its hairstyle is mostly hidden under headwear" if role == "source" else \
+                "the person wears headwear, and the head under it cannot be seen"
+            out.append(Concern("headwear", role, f"In {name}, {what} (a hat or hood covers "
+                                                 f"{share:.0%} of the hair).", True, share))
+        elif share >= HAT_WARN and role == "source":
+            out.append(Concern("headwear", role, f"In {name}, headwear covers {share:.0%} of the hair; "
+                                                 "it may be carried over as hair.", False, share))
+    if abs(yaw) > YAW_DECLINE:
+        out.append(Concern("yaw", role, f"In {name}, the head is turned too far ({abs(yaw):.0f}° from frontal; "
+                                        f"the 4-point mapping works up to {YAW_DECLINE:.0f}°).", True, yaw))
+    elif abs(yaw) > YAW_WARN:
+        out.append(Concern("yaw", role, f"In {name}, the head is turned {abs(yaw):.0f}° from frontal; "
+                                        "the hairstyle may sit a little off.", False, yaw))
+    grow = 0.08 * face_width
+    if role == "source":
+        if touches(hands, hair, grow):
+            out.append(Concern("hands", role, f"In {name}, a hand covers part of the hair.", True))
+        if touches(other_faces, hair, grow):
+            out.append(Concern("other_people", role, f"In {name}, another person touches the hair.", True))
+    return out
+
+
+def pair_checks(yaw_target: float, yaw_source: float, changed: np.ndarray, hands: Sequence[np.ndarray],
+                other_faces: Sequence[np.ndarray], face_width: float) -> List[Concern]:
+    """Concerns about the pair, once the mapping is known: the two heads turned too differently
+    (``yaw_target``, ``yaw_source`` in degrees), and the target's hands or other people
+    (``hands``, ``other_faces``: (N, 2) point sets in the target's frame) touching what the try-on
+    changes there (``changed`` (S, S) bool: the new hair and the rebuilt regions)."""
+    out: List[Concern] = []
+    diff = abs(yaw_target - yaw_source)
+    if diff > YAW_DIFF_DECLINE:
+        out.append(Concern("yaw", "pair", f"The two heads are turned {diff:.0f}° apart (target {yaw_target:+.0f}°, "
+                                          f"source {yaw_source:+.0f}°): the hairstyle cannot be mapped.", True, diff))
+    elif diff > YAW_DIFF_WARN:
+        out.append(Concern("yaw", "pair", f"The two heads are turned {diff:.0f}° apart; the hairstyle may sit "
+                                          "a little off.", False, diff))
+    grow = 0.05 * face_width
+    if touches(hands, changed, grow):
+        out.append(Concern("hands", "target", "In the target photo, a hand is where the new hair or the rebuilt "
+                                              "background would go.", True))
+    if touches(other_faces, changed, grow):
+        out.append(Concern("other_people", "target", "In the target photo, another person is right beside the "
+                                                     "hair and would be painted over.", True))
+    return out
+
+
+def body_check(invented: np.ndarray, clothes_visible: np.ndarray, face_area: float) -> List[Concern]:
+    """A concern when much of the target's neck and shoulders, hidden under its old hair, must be
+    invented (``invented`` (S, S) bool) with little or nothing of its clothes visible to copy
+    (``clothes_visible`` (S, S) bool); ``face_area`` in frame pixels."""
+    share = float(invented.sum()) / max(face_area, 1.0)
+    if share < 0.6:
+        return []
+    if clothes_visible.sum() < 0.3 * invented.sum():
+        return [Concern("body", "target", "In the target photo, long hair hides the neck and shoulders and too "
+                                          "little of them is visible to rebuild them for a shorter hairstyle.",
+                        True, share)]
+    return [Concern("body", "target", "In the target photo, the neck and shoulders under the long hair were "
+                                      "rebuilt from what is visible of them; look closely at them.", False, share)]

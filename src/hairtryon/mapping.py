@@ -1,0 +1,331 @@
+"""Face and hair mapping (paper 3.2): the target's regions and the mapping mask.
+
+The mapping mask is the semantic map the try-on is meant to produce: the target's own labels,
+with what its old hair covered given the class that lies under it, and the new hair on top.
+What lies under old hair is decided by outlines, never by a nearest-class rule (which grows
+skin plates in the old hair's shape):
+
+- **face**: only inside the face's own outline (the Face Mesh silhouette, raised a little at
+  the top where the mesh stops below the hairline);
+- **neck and clothes**: inside the body's outline: the visible neck and clothes, their mirror
+  image across the face's axis, a neck column under the jaw, and the shoulders MediaPipe Pose
+  placed (also under hair);
+- **hair**: the gaps between the face and a new hairstyle made for another head, above the
+  mouth (the new hair is grown there: no skin plates beside the face);
+- **background**: everything else.
+
+Arrays live in the target's work frame: images (S, S, 3) uint8 RGB, masks (S, S) bool, labels
+(S, S) uint8 class ids (:mod:`hairtryon.segmentation`), points (N, 2) float (x, y) frame pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from .framing import disk, grow
+from .segmentation import BACKGROUND, EARS, FACE, HAIR, NECK
+
+
+# ------------------------------------------------------------------------ the old hair
+def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, closing_px: int,
+                margin_px: int, face_margin_px: int, strand_band_px: int = 0,
+                keep: Optional[np.ndarray] = None) -> np.ndarray:
+    """Cropping of the target (3.2.3): the region its hair occupied, (S, S) bool.
+
+    The hair mask (labels, plus pixels with hair probability > 0.3 so faint edge strands count)
+    is closed (the paper's morphological closing) and dilated by ``margin_px`` so the region
+    never borders leftover fringe pixels; flyaway strands the parser missed, within
+    ``strand_band_px`` of it, are added (:func:`stray_strands`). Into the face it reaches only
+    ``face_margin_px``, and only over pixels darker than the face's skin (the shadow at a
+    fringe's edge, strands over the skin), never over ``keep`` ((S, S) bool: the eyes, brows and
+    lips), so the face stays the target's own pixels, eyebrows under a fringe included."""
+    hair = ((labels == HAIR) | (hair_prob > 0.3)).astype(np.uint8)
+    hair = cv2.morphologyEx(hair, cv2.MORPH_CLOSE, disk(closing_px))
+    face = labels == FACE
+    ears = labels == EARS  # the target's own ears stay (what the hair hid of them is not invented)
+    if strand_band_px > 0 and hair.any():
+        hair = (hair.astype(bool) | stray_strands(image, hair.astype(bool), face, strand_band_px)).astype(np.uint8)
+    wide = grow(hair.astype(bool), margin_px)
+    if face_margin_px <= 0 or face.sum() < 50 or not hair.any():
+        return wide & ~face & ~ears
+    # strands and their shadow over the face: face pixels near the hair whose colour is nearer
+    # the hair's than the skin's (or much darker than the skin)
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    skin = face & ~grow(hair.astype(bool), face_margin_px)
+    if keep is not None:
+        skin &= ~keep
+    if skin.sum() < 50:
+        skin = face
+    skin_col = np.median(lab[skin], axis=0).astype(np.float32)
+    hair_col = np.median(lab[hair.astype(bool)], axis=0).astype(np.float32)
+    d_skin = _distance(lab, skin_col)
+    d_hair = _distance(lab, hair_col)
+    spread = 1.4826 * np.median(np.abs(lab[skin][:, 0] - skin_col[0])) + 1.0
+    near = grow(hair.astype(bool) & ~face, face_margin_px)
+    # hair-coloured, or darker than the skin around it (the hair's shadow, baby hairs and
+    # translucent strands along the hairline)
+    from .compositing import normalized_blur
+
+    local = normalized_blur(lab, skin, 1.5 * face_margin_px)[..., 0]
+    local = np.where(np.isnan(local), skin_col[0], local)
+    darker = (lab[..., 0] < skin_col[0] - 1.5 * spread) | \
+        (lab[..., 0] < np.minimum(local, skin_col[0] + spread) - max(1.0 * spread, 4.0))
+    taken = face & near & ((d_hair < 0.8 * d_skin) | darker)
+    if keep is not None:
+        taken &= ~keep
+    # only what is connected to the hair
+    n, comp = cv2.connectedComponents((taken | hair.astype(bool)).astype(np.uint8), connectivity=8)
+    ids = np.unique(comp[hair.astype(bool)])
+    taken &= np.isin(comp, ids[ids > 0])
+    return ((wide & ~face) | taken | (hair.astype(bool) & ~face)) & ~ears
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distance along the last axis, in float32 (no photo-sized float64 temporaries)."""
+    d = np.subtract(a, b, dtype=np.float32)
+    np.multiply(d, d, out=d)
+    return np.sqrt(d.sum(axis=-1, dtype=np.float32))
+
+
+def stray_strands(image: np.ndarray, hair: np.ndarray, face: np.ndarray, band_px: int) -> np.ndarray:
+    """Flyaway strands beside the parsed hair ((S, S) bool): pixels within ``band_px`` of it,
+    outside the face, whose colour is nearer the hair's own colours than the colour of what
+    surrounds them there (the background's or clothes' local average, taken beyond the band).
+    ``image`` (S, S, 3) uint8. Returns (S, S) bool, connected to the hair."""
+    from .compositing import normalized_blur
+
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    h8 = hair.astype(np.uint8)
+    band = grow(hair, band_px) & ~hair & ~face
+    if not band.any():
+        return np.zeros_like(hair)
+    core = cv2.erode(h8, disk(max(1, band_px // 3))).astype(bool)
+    if core.sum() < 50:
+        core = hair
+    far = ~grow(hair, 2 * band_px) & ~face
+    sigma = 2.0 * band_px
+    hair_col = normalized_blur(lab, core, sigma)
+    bg_col = normalized_blur(lab, far, sigma)
+    global_hair = np.median(lab[core], axis=0).astype(np.float32)
+    hair_col = np.where(np.isnan(hair_col), global_hair, hair_col)
+    ok = ~np.isnan(bg_col[..., 0])
+    bg_col = np.where(ok[..., None], bg_col, hair_col)
+    d_hair = _distance(lab, hair_col)
+    d_bg = np.where(ok, _distance(lab, bg_col), np.inf)
+    separation = _distance(hair_col, bg_col)
+    strand = band & ok & (separation > 12.0) & (d_hair < 0.6 * d_bg)
+    # keep only what touches the hair (through other strand pixels)
+    n, comp = cv2.connectedComponents((strand | hair).astype(np.uint8), connectivity=8)
+    touching = np.unique(comp[hair])
+    return strand & np.isin(comp, touching[touching > 0])
+
+
+# ------------------------------------------------------------------------ outlines
+def face_outline(oval: np.ndarray, eye_y: float, chin_y: float, parsed_face: np.ndarray,
+                 lift: float = 0.12) -> np.ndarray:
+    """The face's own outline, (S, S) bool: the Face Mesh silhouette ``oval`` ((K, 2) frame
+    points) raised above the eyes by ``lift`` of the eye-chin distance (the mesh stops below the
+    hairline), united with the parsed face ``parsed_face`` ((S, S) bool)."""
+    s = parsed_face.shape[0]
+    pts = np.array(oval, np.float64).copy()
+    up = np.clip((eye_y - pts[:, 1]) / max(eye_y - pts[:, 1].min(), 1e-6), 0, 1)
+    pts[:, 1] -= up * lift * (chin_y - eye_y)
+    mask = np.zeros((s, s), np.uint8)
+    cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+    return mask.astype(bool) | parsed_face
+
+
+def reflection(axis_point, axis_dir) -> np.ndarray:
+    """(2, 3) affine matrix of the reflection across the line through ``axis_point`` (x, y)
+    along ``axis_dir`` (x, y)."""
+    d = np.asarray(axis_dir, np.float64)
+    d = d / max(np.linalg.norm(d), 1e-9)
+    r = 2.0 * np.outer(d, d) - np.eye(2)
+    p = np.asarray(axis_point, np.float64)
+    return np.hstack([r, (p - r @ p)[:, None]])
+
+
+def _quadratic(p0, p1, p2, n: int = 24) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
+
+
+def body_outline(labels: np.ndarray, removed: np.ndarray, oval: np.ndarray, chin, axis_dir,
+                 shoulders: Optional[np.ndarray] = None):
+    """Where neck and clothes are, also under the old hair: (body, neck), both (S, S) bool,
+    ``neck`` the neck's own column within the body.
+
+    The visible neck+clothes (``labels`` == NECK outside ``removed``) and their mirror image
+    across the face's axis (through ``chin`` (x, y) along ``axis_dir``, chin to forehead); and a
+    smooth silhouette of neck and shoulders: a neck about half the face's width hanging from the
+    jaw (``oval``: (K, 2) the face silhouette), and, when Pose placed them (``shoulders``: (2, 2)
+    frame points, image-left then image-right), shoulders curving from the neck's base out to a
+    little beyond each shoulder joint and down to the frame's bottom."""
+    s = labels.shape[0]
+    visible = ((labels == NECK) & ~removed).astype(np.uint8)
+    mirrored = cv2.warpAffine(visible, reflection(chin, axis_dir), (s, s), flags=cv2.INTER_NEAREST)
+    chin = np.asarray(chin, np.float64)
+    up = np.asarray(axis_dir, np.float64) / max(np.linalg.norm(axis_dir), 1e-9)
+    down, side = -up, np.array([up[1], -up[0]])  # side points to the image's right when upright
+    if side[0] < 0:
+        side = -side
+    rel = oval - chin
+    across, along = rel @ side, rel @ up
+    face_width = float(np.ptp(across))
+    half = 0.27 * face_width
+    # the neck hangs from the jaw where the jaw is as wide as the neck
+    def attach(sign: float) -> np.ndarray:
+        on_side = sign * across > 0
+        cand = np.where(on_side & (np.abs(across) >= half))[0]
+        height = along[cand].min() if len(cand) else 0.3 * face_width
+        return chin + sign * side * half + up * max(0.0, min(height, 0.6 * face_width))
+    top_l, top_r = attach(-1.0), attach(1.0)
+    if shoulders is not None:
+        sl, sr = np.asarray(shoulders, np.float64)
+        width = float(np.linalg.norm(sr - sl))
+    else:  # a typical build: shoulders about 2.3 face widths apart, 1.1 below the chin
+        width = 2.3 * face_width
+        sl = chin - side * width / 2 + down * 1.1 * face_width
+        sr = chin + side * width / 2 + down * 1.1 * face_width
+    base = (sl + sr) / 2.0 + up * 0.12 * width  # the neck's base, a little above the joints' line
+    lift = up * 0.10 * width  # the shoulder's outline runs above the joint
+    out = side * 0.10 * width
+    far = down * 3.0 * s / max(abs(down[1]), 0.3)
+    neck_l = base - side * half * 1.15
+    neck_r = base + side * half * 1.15
+    left = _quadratic(neck_l, np.array([sl[0] + 0.55 * (neck_l[0] - sl[0]), (sl + lift)[1]]), sl + lift - out)
+    right = _quadratic(neck_r, np.array([sr[0] + 0.55 * (neck_r[0] - sr[0]), (sr + lift)[1]]), sr + lift + out)
+    poly = np.vstack([[top_l], [neck_l], left, [sl - out * 1.2 + far], [sr + out * 1.2 + far], right[::-1],
+                      [neck_r], [top_r]])
+    outline = np.zeros((s, s), np.uint8)
+    cv2.fillPoly(outline, [np.round(poly).astype(np.int32)], 1, lineType=cv2.LINE_8)
+    neck = np.zeros((s, s), np.uint8)
+    cv2.fillPoly(neck, [np.round(np.array([top_l, neck_l, base, neck_r, top_r])).astype(np.int32)], 1)
+    return (visible | mirrored | outline).astype(bool), neck.astype(bool)
+
+
+def valid_shoulders(shoulders: Optional[np.ndarray], chin, face_width: float) -> Optional[np.ndarray]:
+    """``shoulders`` ((2, 2) frame points) when they belong to this face's person: below the
+    chin, about centred under it, and at least as far apart as the face is wide; else None."""
+    if shoulders is None:
+        return None
+    left, right = np.asarray(shoulders, np.float64)
+    mid = (left + right) / 2.0
+    width = np.linalg.norm(right - left)
+    if not (mid[1] > chin[1] - 0.1 * face_width and abs(mid[0] - chin[0]) < 0.6 * width
+            and 1.0 * face_width < width < 6.0 * face_width):
+        return None
+    return np.asarray(shoulders, np.float64)
+
+
+def face_mirror(mesh: np.ndarray, oval_index: np.ndarray) -> Optional[np.ndarray]:
+    """(3, 3) homography taking each point of the face to its mirror partner (left cheek to right
+    cheek), fitted on the Face Mesh's symmetric points: the silhouette ``mesh[oval_index]``
+    walked from the forehead (its k-th point pairs with its (K-k)-th), both eyes, both brows and
+    the mouth corners. ``mesh``: (468, 2) frame points. None when the fit fails."""
+    from .landmarks import EYEBROWS, IMAGE_LEFT_EYE, IMAGE_RIGHT_EYE, MOUTH_CORNERS
+
+    oval = mesh[oval_index]
+    k = len(oval)
+    src = [oval, mesh[list(IMAGE_LEFT_EYE)].mean(0, keepdims=True), mesh[list(IMAGE_RIGHT_EYE)].mean(0, keepdims=True),
+           mesh[[MOUTH_CORNERS[0]]], mesh[[MOUTH_CORNERS[1]]],
+           mesh[list(EYEBROWS[:10])].mean(0, keepdims=True), mesh[list(EYEBROWS[10:])].mean(0, keepdims=True)]
+    dst = [oval[(-np.arange(k)) % k], src[2], src[1], src[4], src[3], src[6], src[5]]
+    a, b = np.vstack(src).astype(np.float32), np.vstack(dst).astype(np.float32)
+    m, _ = cv2.findHomography(a, b, 0)  # least squares: RANSAC keeps too few of these points
+    return m
+
+
+# ------------------------------------------------------------------------ the mapping mask
+def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width: int, below: float,
+              mass: float = 0.0) -> np.ndarray:
+    """Where the old hair was, the horizontal gaps (up to ``width`` pixels) between the face and
+    the new hair, above row ``below`` (the chin): the new hairstyle was made for another head,
+    and on this one it would hang there. Only gaps against a mass of hair count: ``new_hair``
+    ((S, S) bool) is opened by ``mass`` pixels first, so a few loose strands beside the face do
+    not turn the space between into a block of hair. (S, S) bool."""
+    body = new_hair
+    if mass > 0:
+        body = cv2.morphologyEx(new_hair.astype(np.uint8), cv2.MORPH_OPEN, disk(mass)).astype(bool)
+    kernel = np.ones((1, 2 * int(width) + 1), np.uint8)
+    closed = cv2.morphologyEx((body | face).astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
+    gaps = closed & ~new_hair & ~face & removed
+    gaps[int(max(0, below)):] = False
+    return gaps
+
+
+def under_hair(labels: np.ndarray, removed: np.ndarray, face: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """What lies under the target's old hair, (S, S) uint8 labels: the target's own labels, and
+    in ``removed`` face inside ``face`` (its outline), neck+clothes inside ``body``, background
+    elsewhere (ears the hair hid are not invented). All masks (S, S) bool."""
+    out = labels.copy()
+    out[removed] = BACKGROUND
+    out[removed & body] = NECK
+    out[removed & face] = FACE
+    return out
+
+
+def mapping_mask(under: np.ndarray, new_hair: np.ndarray) -> np.ndarray:
+    """The paper's mapping mask: ``under`` (S, S) uint8 (:func:`under_hair`) with the new hair
+    (``new_hair`` (S, S) bool) on top."""
+    out = under.copy()
+    out[new_hair] = HAIR
+    return out
+
+
+@dataclass
+class TargetRegions:
+    """What is decided once per target photo, in its work frame (all (S, S) bool):
+    ``removed`` where its old hair was (to rebuild), ``face`` its face's own outline, ``body``
+    its neck and clothes' outline, ``neck`` the neck's column within it; ``mirror`` the (3, 3)
+    face-mirror homography or None."""
+
+    removed: np.ndarray
+    face: np.ndarray
+    body: np.ndarray
+    neck: np.ndarray
+    mirror: Optional[np.ndarray]
+
+
+def features_mask(mesh: np.ndarray, size: int, grow: float) -> np.ndarray:
+    """The face's eyes, brows and lips ((S, S) bool): the convex hulls of their Face Mesh points
+    (``mesh`` (468, 2) frame points), grown by ``grow`` pixels."""
+    from .landmarks import feature_indices
+
+    mask = np.zeros((size, size), np.uint8)
+    for idx in feature_indices().values():
+        hull = cv2.convexHull(np.round(mesh[idx]).astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, 1)
+    return cv2.dilate(mask, disk(grow)).astype(bool)
+
+
+def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, mesh: np.ndarray,
+                   oval_index: np.ndarray, shoulders: Optional[np.ndarray], inside: np.ndarray,
+                   unit: Optional[float] = None) -> TargetRegions:
+    """The target's :class:`TargetRegions` in its work frame, once per photo. ``crop`` (S, S, 3)
+    uint8; ``labels`` (S, S) uint8 and ``hair_prob`` (S, S) float32 its parse; ``mesh`` (468, 2)
+    Face Mesh points and ``shoulders`` (2, 2) or None, frame pixels; ``inside`` (S, S) bool the
+    frame pixels inside the photo; ``unit`` the size widths are relative to (default the frame's
+    side)."""
+    size = labels.shape[0]
+    s = unit or size
+    features = features_mask(mesh, size, grow=max(2, s / 100))
+    removed = remove_hair(crop, labels, hair_prob, closing_px=max(2, int(s / 100)), margin_px=max(2, int(s / 120)),
+                          face_margin_px=max(1, int(s / 25)), strand_band_px=max(3, int(s / 60)), keep=features) & inside
+    oval = mesh[oval_index]
+    from .landmarks import CHIN, FOREHEAD, IMAGE_LEFT_EYE, IMAGE_RIGHT_EYE
+
+    eyes = np.stack([mesh[list(IMAGE_LEFT_EYE)].mean(0), mesh[list(IMAGE_RIGHT_EYE)].mean(0)])
+    eye_y, chin = eyes[:, 1].mean(), mesh[CHIN].astype(np.float64)
+    face = face_outline(oval, eye_y, chin[1], labels == FACE)
+    face_width = float(np.ptp(oval[:, 0]))
+    axis = mesh[FOREHEAD] - mesh[CHIN]
+    body, neck = body_outline(labels, removed, oval, chin, axis, valid_shoulders(shoulders, chin, face_width))
+    return TargetRegions(removed, face, body & ~face, neck & ~face, face_mirror(mesh, oval_index))
+
+
+__all__ = ["features_mask", "target_regions", "remove_hair", "stray_strands", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
+           "side_gaps", "under_hair", "mapping_mask", "reflection", "TargetRegions"]

@@ -1,0 +1,363 @@
+"""Replacing (paper 3.2.4), the part the paper leaves white: what the old hair covered, rebuilt
+class by class from the target's own photo.
+
+- **Background, neck and clothes**: exemplar-based synthesis (PatchMatch, ``pypatchmatch``)
+  whose patches come only from the target's own pixels of the same class, away from the old
+  hair's edge (where the parser's mistakes lie), solved on a reduced copy and given back the
+  photo's fine grain at full resolution.
+- **Skin** (a forehead under bangs, a cheek under long hair): a frequency split. Tone and
+  shading continue the visible skin around the hole (a smooth membrane fill of its low
+  frequencies); texture is the target's own skin: the mirror image of the other side of the
+  face where that side is visible, else PatchMatch from plain skin (no eyes, brows or lips).
+  Never the source's skin.
+- **Hair** grown into gaps beside the face: PatchMatch from the new hair's own opaque pixels.
+
+Arrays: images (S, S, 3) uint8 RGB; masks (S, S) bool; labels (S, S) uint8 class ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import cv2
+import numpy as np
+
+from .framing import disk, grow, resize
+from .segmentation import BACKGROUND, EARS, FACE, NECK
+
+
+# ------------------------------------------------------------------------------ building blocks
+def push_pull(image: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Smooth membrane-like fill: every unknown pixel gets a Gaussian-pyramid average of the
+    known pixels around it, at the finest scale where there are any. ``image`` (h, w, C) float32,
+    ``known`` (h, w) bool; returns (h, w, C) float32 with known pixels unchanged."""
+    c = image.shape[2]
+
+    def down(a):
+        return cv2.pyrDown(a).reshape((a.shape[0] + 1) // 2, (a.shape[1] + 1) // 2, -1)
+
+    w0 = known.astype(np.float32)[..., None]
+    levels = [(image.astype(np.float32) * w0, w0)]
+    while min(levels[-1][1].shape[:2]) > 4:
+        num, w = levels[-1]
+        levels.append((down(num), down(w)))
+    num, w = levels[-1]
+    total = float(w.sum())
+    mean = num.reshape(-1, c).sum(0) / total if total > 0 else np.zeros(c, np.float32)
+    cur = np.broadcast_to(mean, num.shape).astype(np.float32)
+    for num, w in reversed(levels):
+        up = cur if cur.shape[:2] == w.shape[:2] else cv2.pyrUp(cur, dstsize=(w.shape[1], w.shape[0]))
+        up = up.reshape(num.shape)
+        local = num / np.maximum(w, 1e-6)
+        conf = np.clip(w * 4.0, 0.0, 1.0)
+        cur = conf * local + (1.0 - conf) * up
+    return np.where(known[..., None], image, cur).astype(np.float32)
+
+
+def membrane(image: np.ndarray, known: np.ndarray, scale: float, iterations: int = 60) -> np.ndarray:
+    """Harmonic (membrane) interpolation of ``image`` ((h, w, C) float32) from the ``known``
+    pixels ((h, w) bool) into the rest: the smooth surface through the known values, as
+    Laplace inpainting gives, solved coarse to fine (Jacobi relaxation, ``iterations`` per level,
+    each level started from the one below) on a copy reduced by ``scale`` (the result is smooth
+    at that scale). Returns (h, w, C) float32."""
+    h, w = known.shape
+    k = max(1.0, float(scale))
+    sh, sw = max(4, int(round(h / k))), max(4, int(round(w / k)))
+    weight = resize(known.astype(np.float32), (sh, sw), cv2.INTER_AREA)
+    num = resize(image * known[..., None], (sh, sw), cv2.INTER_AREA)
+    if num.ndim == 2:
+        num = num[..., None]
+    levels = [(num, weight)]
+    while min(levels[-1][1].shape) > 8:
+        n, wt = levels[-1]
+        size = ((wt.shape[0] + 1) // 2, (wt.shape[1] + 1) // 2)
+        n2 = resize(n, size, cv2.INTER_AREA)
+        levels.append((n2 if n2.ndim == 3 else n2[..., None], resize(wt, size, cv2.INTER_AREA)))
+    kernel = np.array([[0, 0.25, 0], [0.25, 0, 0.25], [0, 0.25, 0]], np.float32)
+    cur = None
+    for n, wt in reversed(levels):
+        fixed = wt > 0.5
+        vals = np.where(fixed[..., None], n / np.maximum(wt, 1e-6)[..., None], 0).astype(np.float32)
+        if cur is None:
+            cur = push_pull(vals, fixed)
+        else:
+            cur = resize(cur, wt.shape, cv2.INTER_LINEAR)
+            cur = cur if cur.ndim == 3 else cur[..., None]
+        for _ in range(int(iterations)):
+            relaxed = cv2.filter2D(cur, -1, kernel, borderType=cv2.BORDER_REPLICATE)
+            relaxed = relaxed if relaxed.ndim == 3 else relaxed[..., None]
+            cur = np.where(fixed[..., None], vals, relaxed)
+    out = resize(cur, (h, w), cv2.INTER_CUBIC).astype(np.float32)
+    return out if out.ndim == 3 else out[..., None]
+
+
+def detail_sigma(image: np.ndarray, where: np.ndarray, sigma: float = 1.0) -> float:
+    """Robust standard deviation of the finest detail (luminance minus its Gaussian blur of
+    ``sigma``) over ``where``: the photo's grain there. ``image`` (h, w, 3) uint8 or float."""
+    if where.sum() < 30:
+        return 0.0
+    grey = cv2.cvtColor(np.clip(image, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    detail = grey - cv2.GaussianBlur(grey, (0, 0), sigma)
+    return float(1.4826 * np.median(np.abs(detail[where])))
+
+
+def add_grain(filled: np.ndarray, hole: np.ndarray, target_sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """``filled`` ((h, w, 3) float32 or uint8) with fine noise added in ``hole`` so that its
+    grain (:func:`detail_sigma`) reaches ``target_sigma``. Returns (h, w, 3) float32."""
+    out = filled.astype(np.float32)
+    have = detail_sigma(out, hole)
+    need = float(np.sqrt(max(0.0, target_sigma ** 2 - have ** 2)))
+    if need < 0.3 or not hole.any():
+        return out
+    noise = cv2.GaussianBlur(rng.standard_normal(hole.shape, dtype=np.float32), (0, 0), 0.6)
+    noise *= need / max(float(noise.std()), 1e-6) * 1.1
+    out[hole] += noise[hole][:, None]
+    return out
+
+
+def _box(mask: np.ndarray, margin: float, min_margin: int = 16) -> Tuple[slice, slice]:
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    m = max(min_margin, int(margin * max(y1 - y0, x1 - x0)))
+    return slice(max(0, y0 - m), min(h, y1 + m)), slice(max(0, x0 - m), min(w, x1 + m))
+
+
+def patch_fill(image: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_side: int = 384,
+               patch_radius: int = 3, margin: float = 0.6, seed: int = 0) -> np.ndarray:
+    """Exemplar-based fill of ``hole`` whose patches come only from ``sources`` (PatchMatch,
+    Barnes et al. 2009, via ``pypatchmatch``; its ``global_mask`` keeps every other pixel out).
+
+    Solved on a box around the hole (``margin`` of its size on each side) reduced to at most
+    ``max_side`` pixels, upsampled, and given the sources' grain at full resolution.
+    ``image`` (S, S, 3) uint8, ``hole``/``sources`` (S, S) bool. Returns (S, S, 3) uint8 equal to
+    ``image`` outside ``hole``."""
+    from patchmatch import patch_match
+
+    out = image.copy()
+    if not hole.any():
+        return out
+    rows, cols = _box(hole, margin)
+    src_box = sources[rows, cols] & ~hole[rows, cols]
+    if src_box.sum() < 50:  # nothing of that class nearby: look in the whole frame
+        rows, cols = slice(0, hole.shape[0]), slice(0, hole.shape[1])
+        src_box = sources & ~hole
+        if src_box.sum() < 50:
+            return out
+    box, hole_box = image[rows, cols], hole[rows, cols]
+    bh, bw = hole_box.shape
+    f = min(1.0, max_side / max(bh, bw))
+    sh, sw = max(8, int(round(bh * f))), max(8, int(round(bw * f)))
+    small = resize(box, (sh, sw), cv2.INTER_AREA) if f < 1 else box
+    small_hole = resize(hole_box.astype(np.float32), (sh, sw), cv2.INTER_AREA) > 0.0 if f < 1 else hole_box
+    small_src = resize(src_box.astype(np.float32), (sh, sw), cv2.INTER_AREA) > 0.999 if f < 1 else src_box
+    small_src &= ~small_hole
+    if small_src.sum() < 20:
+        return out
+    patch_match.set_random_seed(seed)
+    excluded = (~small_src & ~small_hole).astype(np.uint8)
+    filled = patch_match.inpaint(np.ascontiguousarray(small), small_hole.astype(np.uint8),
+                                 global_mask=excluded, patch_size=patch_radius)
+    up = resize(filled, (bh, bw), cv2.INTER_CUBIC).astype(np.float32) if f < 1 else filled.astype(np.float32)
+    if f < 1:
+        up = add_grain(up, hole_box, detail_sigma(box, src_box), np.random.default_rng(seed))
+    region = out[rows, cols]
+    region[hole_box] = np.clip(np.round(up[hole_box]), 0, 255).astype(np.uint8)
+    return out
+
+
+# ------------------------------------------------------------------------------ skin
+def plain_skin(image: np.ndarray, face: np.ndarray, features: np.ndarray, strictness: float = 1.5,
+               unit: Optional[float] = None) -> np.ndarray:
+    """Face pixels that are plain skin ((S, S) bool): inside ``face`` ((S, S) bool, the visible
+    face), away from ``features`` ((S, S) bool: eyes, brows, lips), its edge and deep shadows
+    (darker than the median luminance by ``strictness`` robust deviations)."""
+    s = unit or image.shape[0]
+    inner = cv2.erode(face.astype(np.uint8), disk(max(2, s / 150))).astype(bool) & ~features
+    if inner.sum() < 50:
+        return face & ~features
+    lum = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[:, :, 0].astype(np.float32)
+    vals = lum[inner]
+    median = np.median(vals)
+    spread = 1.4826 * np.median(np.abs(vals - median)) + 1.0
+    return inner & (lum > median - strictness * spread) & (lum < median + 3 * spread)
+
+
+def _lowpass(image: np.ndarray, where: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian average of ``image`` ((h, w, 3) float32) over ``where`` ((h, w) bool), continued
+    smoothly (membrane fill) to every other pixel; computed at a resolution that suits ``sigma``."""
+    k = max(1, int(sigma // 3))
+    h, w = where.shape
+    sh, sw = max(4, h // k), max(4, w // k)
+    small = resize(image * where[..., None], (sh, sw), cv2.INTER_AREA)
+    weight = resize(where.astype(np.float32), (sh, sw), cv2.INTER_AREA)
+    num = cv2.GaussianBlur(small, (0, 0), sigma / k)
+    den = cv2.GaussianBlur(weight, (0, 0), sigma / k)
+    known = (weight > 0.5) & (den > 0.3)
+    avg = np.where(known[..., None], num / np.maximum(den, 1e-4)[..., None], 0).astype(np.float32)
+    return resize(push_pull(avg, known), (h, w), cv2.INTER_LINEAR)
+
+
+def skin_fill(image: np.ndarray, hole: np.ndarray, skin: np.ndarray, face: np.ndarray,
+              mirror: Optional[np.ndarray] = None, seed: int = 0, unit: Optional[float] = None) -> np.ndarray:
+    """Skin for ``hole`` ((S, S) bool) from the target's own skin: ``skin`` ((S, S) bool, plain
+    visible skin, :func:`plain_skin`) gives texture, ``face`` ((S, S) bool, the visible face
+    without eyes, brows and lips) gives tone and shading.
+
+    Where the other side of the face is plain skin, the hole takes its mirror image (through
+    ``mirror``, (3, 3) homography point -> mirror partner, :func:`hairtryon.mapping.face_mirror`),
+    shading included, with the smooth tone difference measured around the hole added. Elsewhere a
+    frequency split: tone and shading are the low frequencies of the visible skin around the
+    hole continued inwards (a membrane fill), texture is PatchMatch from ``skin``. ``image`` (S, S,
+    3) uint8; returns (S, S, 3) uint8 equal to ``image`` outside ``hole``. ``unit``: the size
+    the widths are relative to (default the image's side; see :func:`rebuild`)."""
+    out = image.copy()
+    if not hole.any() or skin.sum() < 50:
+        return out
+    s = unit or image.shape[0]
+    sigma = max(2.0, s / 60)
+    rows, cols = _box(hole | (skin & grow(hole, s / 20)), 0.1)
+    sub_hole = hole[rows, cols]
+    img = image[rows, cols].astype(np.float32)
+    sub_face = face[rows, cols] & ~sub_hole
+    # tone and shading: the membrane through the visible face's own pixels, exact at the hole's
+    # border (the face outside the hole stays the target's own, bit for bit; the shadow and
+    # strands along the old hair's edge were taken with the old hair)
+    redo = sub_hole
+    low_target = membrane(img, sub_face, scale=max(2.0, s / 200))
+    full_redo = np.zeros_like(hole)
+    full_redo[rows, cols] = redo
+    donor = patch_fill(image, full_redo, skin & ~full_redo, max_side=512, patch_radius=3, margin=0.5,
+                       seed=seed)[rows, cols]
+    donor = donor.astype(np.float32)
+    result = donor - _lowpass(donor, redo, sigma) + low_target
+    if mirror is not None:
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        hw = image.shape[1], image.shape[0]
+        mirrored = cv2.warpPerspective(image, mirror, hw, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        ok = cv2.warpPerspective(skin.astype(np.uint8) * 255, mirror, hw, flags=flags) > 250
+        mirrored, ok = mirrored[rows, cols].astype(np.float32), ok[rows, cols]
+        ring = ok & sub_face  # visible face whose mirror partner is plain skin
+        if (ok & sub_hole).sum() > 50 and ring.sum() > 50:
+            offset = _lowpass(img - mirrored, ring, sigma)
+            w = cv2.GaussianBlur((ok & sub_hole).astype(np.float32), (0, 0), max(1.0, s / 200))
+            w = (w * (ok & sub_hole))[..., None]
+            result = w * (mirrored + offset) + (1 - w) * result
+    blend = redo.astype(np.float32)[..., None]
+    region = out[rows, cols]
+    mixed = blend * result + (1 - blend) * img
+    sel = blend[..., 0] > 0
+    region[sel] = np.clip(np.round(mixed[sel]), 0, 255).astype(np.uint8)
+    return out
+
+
+def silhouette_shading(image: np.ndarray, face: np.ndarray, rebuilt: np.ndarray, strength: float = 0.12,
+                       unit: Optional[float] = None) -> np.ndarray:
+    """A rebuilt cheek's outline against what is not face: the skin darkens a little towards it,
+    as a face turning away from the light does, and the edge is anti-aliased. ``face``: (S, S)
+    bool the face's outline; ``rebuilt``: (S, S) bool the pixels that were rebuilt. (S, S, 3)
+    uint8 in and out."""
+    s = unit or image.shape[0]
+    outline_side = rebuilt & face
+    if not outline_side.any():
+        return image
+    dist = cv2.distanceTransform(face.astype(np.uint8), cv2.DIST_L2, 3)
+    width = max(2.0, s / 60)
+    shade = 1.0 - strength * np.exp(-dist / width) * outline_side
+    out = image.astype(np.float32) * shade[..., None]
+    # anti-alias the outline: a one-pixel blur across it, where it was rebuilt
+    edge = cv2.morphologyEx(face.astype(np.uint8), cv2.MORPH_GRADIENT, disk(1)).astype(bool) & rebuilt
+    soft = cv2.GaussianBlur(out, (0, 0), max(0.7, s / 1000))
+    out[edge] = soft[edge]
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------ the rebuild
+@dataclass
+class Rebuild:
+    """The hairless target: ``image`` (S, S, 3) uint8 with what the old hair covered rebuilt;
+    ``filled`` (S, S) bool the pixels that were rebuilt."""
+
+    image: np.ndarray
+    filled: np.ndarray
+
+
+def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.ndarray,
+            features: np.ndarray, neck: Optional[np.ndarray] = None, cloth: Optional[np.ndarray] = None,
+            mirror: Optional[np.ndarray] = None, seed: int = 0, unit: Optional[float] = None) -> Rebuild:
+    """Rebuild ``hole`` ((S, S) bool, what the old hair covered and the new hair does not hide)
+    class by class, as ``under`` ((S, S) uint8, :func:`hairtryon.mapping.under_hair`) says,
+    from ``known`` ((S, S) bool) pixels of the same class only. ``features``: (S, S) bool the
+    target's eyes, brows and lips (never copied as skin). Neck+clothes is split in two when
+    ``neck`` ((S, S) bool, the neck's column) and ``cloth`` ((S, S) bool, the visible pixels that
+    are clothes) are given: the neck from neck skin, the shoulders from clothes. ``mirror``: the
+    face-mirror homography. ``unit``: the size every width here is relative to, in pixels (the
+    side of the face's nominal work frame; default the image's side). Returns a :class:`Rebuild`."""
+    out = image.copy()
+    s = unit or image.shape[0]
+    # sources keep away from the old hair's edge: the parser's mistakes (strands called
+    # background) lie there
+    clean = known & ~grow(hole, max(2, s / 120))
+    others = clean & np.isin(under, (BACKGROUND, NECK, EARS))
+    out = patch_fill(out, hole & (under == BACKGROUND), _enough(clean & (under == BACKGROUND), others), seed=seed)
+    out = patch_fill(out, hole & (under == EARS), others, seed=seed + 1)
+    body_part, body_src = hole & (under == NECK), known & (under == NECK)
+    if body_part.any():
+        cloth = np.zeros_like(hole) if cloth is None else cloth
+        neck = np.zeros_like(hole) if neck is None else neck
+        # the neck is skin; the shoulders are clothes where the visible shoulders mostly are
+        # (their pattern copied), else bare skin like the visible ones
+        shoulders_src = body_src & ~neck
+        dressed = (shoulders_src & cloth).sum() >= 0.5 * max(1, shoulders_src.sum())
+        skin_src = body_src & ~cloth
+        for part, is_cloth in ((body_part & neck, False), (body_part & ~neck, dressed)):
+            if not part.any():
+                continue
+            if is_cloth:
+                out = patch_fill(out, part, _enough(clean & body_src & cloth, clean & body_src), seed=seed + 2)
+            elif skin_src.sum() >= 100:
+                out = skin_fill(out, part, plain_skin(image, skin_src, features, unit=s), skin_src, None,
+                                seed=seed + 3, unit=s)
+            else:
+                out = patch_fill(out, part, _enough(clean & body_src, others), seed=seed + 3)
+    part = hole & (under == FACE)
+    if part.any():
+        visible = known & (under == FACE)
+        out = skin_fill(out, part, plain_skin(image, visible, features, unit=s), visible & ~features, None,
+                        seed=seed, unit=s)
+        out = silhouette_shading(out, under == FACE, hole, unit=s)
+    return Rebuild(out, hole.copy())
+
+
+def _enough(sources: np.ndarray, fallback: np.ndarray, minimum: int = 100) -> np.ndarray:
+    return sources if sources.sum() >= minimum else fallback
+
+
+def grow_hair(foreground: np.ndarray, alpha: np.ndarray, gaps: np.ndarray, seed: int = 0,
+              unit: Optional[float] = None):
+    """The new hair grown over ``gaps`` ((S, S) bool): its colours synthesised by PatchMatch
+    from its own opaque pixels, fully opaque there with a soft rim. ``foreground`` (S, S, 3)
+    float32 0-255, ``alpha`` (S, S) float32. Returns (foreground, alpha), new arrays."""
+    if not gaps.any():
+        return foreground, alpha
+    core = alpha > 0.95
+    if core.sum() < 100:
+        return foreground, alpha
+    fg8 = np.clip(np.round(foreground), 0, 255).astype(np.uint8)
+    grown = patch_fill(fg8, gaps, core & ~gaps, max_side=448, patch_radius=4, margin=0.8, seed=seed)
+    s = unit or gaps.shape[0]
+    # opaque inside, a soft rim; towards its lower end the grown hair thins out like hair tips
+    soft = cv2.GaussianBlur(gaps.astype(np.float32), (0, 0), max(1.0, s / 400))
+    rows = np.nonzero(gaps.any(axis=1))[0]
+    taper = np.ones(gaps.shape[0], np.float32)
+    if len(rows):
+        length = max(2.0, s / 25)
+        taper = np.clip((rows.max() - np.arange(gaps.shape[0])) / length, 0, 1).astype(np.float32)
+    grown_alpha = np.where(gaps, np.maximum(soft, 0.0), 0.0) * taper[:, None]
+    new_alpha = np.maximum(alpha, grown_alpha).astype(np.float32)
+    fg = np.where(gaps[..., None], grown.astype(np.float32), foreground).astype(np.float32)
+    return fg, new_alpha
+
+
+__all__ = ["push_pull", "detail_sigma", "add_grain", "patch_fill", "plain_skin", "skin_fill", "Rebuild",
+           "rebuild", "grow_hair"]
