@@ -1,9 +1,9 @@
 """``hairtryon batch``: pairs CSV, atomic and resumable outputs, per-row errors, refusals, and
 the same results from one process and from two.
 
-Cost, measured on the shared 2-core machine at a load average of about 7: the refusals instant
-(they come before any model loads); the serial + resumed + 2-process run 35 s; the killed and
-resumed run 24 s.
+Cost, measured on the shared 2-core machine at a load average of about 6: the refusals instant
+(they come before any model loads); the serial + resumed + 2-process run 39 s; the killed and
+resumed run 32 s.
 """
 import csv
 import os

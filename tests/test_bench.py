@@ -1,6 +1,6 @@
 """``hairtryon bench``: the numbers it reports are measured, and there are as many as asked for.
 
-Cost, measured on the shared 2-core machine at a load average of about 7: 36 s (try-ons at 256²,
+Cost, measured on the shared 2-core machine at a load average of about 6: 23 s (try-ons at 256²,
 SDEdit with a tiny UNet, most of it imports and model loading).
 """
 import json

@@ -1,9 +1,9 @@
 """The field's measures (metrics.py, evaluation.py), ``hairtryon eval``, and the CI quality floors.
 
-Cost, measured on the shared 2-core machine at a load average of about 7 (a dedicated CI machine
-is faster): the metric tests instant; the measures of real results 27 s; the CLI evaluation and
-its Ray twin 42 s; the floors 81 s (8 pairs of ../shared/faces/loho at 1024²) and 52 s (6 pairs of
-../shared/portraits).
+Cost, measured on the shared 2-core machine at a load average of about 6 (a dedicated CI machine
+is faster): the metric tests instant; the measures of real results 39 s; the CLI evaluation 21 s
+and its Ray twin 31 s; the floors 74 s (8 pairs of ../shared/faces/loho at 1024²) and 37 s (6
+pairs of ../shared/portraits).
 """
 import csv
 import json
