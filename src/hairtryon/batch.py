@@ -484,6 +484,17 @@ def _ray(jobs: Iterator[Job], address: str, n: Optional[int], options: RunOption
             ray.shutdown()
 
 
+def validate(options: RunOptions, workers: Optional[int] = None) -> None:
+    """Refuse bad run options at once (not on every pair): :class:`HairTryOnError`."""
+    from .pipeline import REFINE_MODES, SDEditOptions
+
+    if workers is not None and workers < 1:
+        raise HairTryOnError(f"--workers must be at least 1, got {workers}.")
+    if options.refine not in REFINE_MODES:
+        raise HairTryOnError(f"unknown refine mode '{options.refine}': use one of {', '.join(REFINE_MODES)}.")
+    SDEditOptions(**options.sdedit)
+
+
 def execute(pairs: Sequence[Pair], options: RunOptions, kind: str = "swap", keep_images: bool = True,
             workers: Optional[int] = None, ray_address: Optional[str] = None,
             skip: Callable[[Pair], bool] = lambda p: False) -> Iterator[Tuple[int, Outcome]]:
@@ -492,13 +503,7 @@ def execute(pairs: Sequence[Pair], options: RunOptions, kind: str = "swap", keep
     ``ray_address`` the number of Ray actors (None: one per CPU of the cluster). ``skip(pair)``
     True: not run, not yielded. A worker that cannot load its models stops the run with
     :class:`WorkerSetupError`."""
-    from .pipeline import REFINE_MODES, SDEditOptions
-
-    if workers is not None and workers < 1:
-        raise HairTryOnError(f"--workers must be at least 1, got {workers}.")
-    if options.refine not in REFINE_MODES:
-        raise HairTryOnError(f"unknown refine mode '{options.refine}': use one of {', '.join(REFINE_MODES)}.")
-    SDEditOptions(**options.sdedit)  # bad options fail here, once, not on every pair
+    validate(options, workers)
 
     def jobs() -> Iterator[Job]:
         for i, pair in enumerate(pairs):
@@ -639,6 +644,7 @@ def run_batch(pairs_csv, out_dir, options: Optional[RunOptions] = None, workers:
     from .images import save_image
 
     options = options or RunOptions()
+    validate(options, workers)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise HairTryOnError(f"--out-dir {out_dir} is a file, not a folder.")
@@ -713,6 +719,7 @@ def run_eval(pairs: Sequence[Pair], out_dir, options: Optional[RunOptions] = Non
     from .images import save_image
 
     options = options or RunOptions()
+    validate(options, workers)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise HairTryOnError(f"--out-dir {out_dir} is a file, not a folder.")
