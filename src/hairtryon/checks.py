@@ -185,7 +185,9 @@ def photo_checks(role: str, hair_prob: np.ndarray, hat_prob: Optional[np.ndarray
     out: List[Concern] = []
     name = _name(role)
     hair = hair_prob > 0.5
-    if hat_prob is not None:
+    # on a head turned beyond the limit the parser's hat part is unreliable (it calls thick braids
+    # seen from the side a hat): that photo is declined for its turn alone
+    if hat_prob is not None and abs(yaw) <= YAW_DECLINE:
         share = hat_share(hair_prob, hat_prob)
         if share >= HAT_DECLINE:
             what = "its hairstyle is mostly hidden under headwear" if role == "source" else \

@@ -40,6 +40,10 @@ IMAGE_RIGHT_EYE = (249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 3
 MOUTH_CORNERS = (61, 291)
 EYEBROWS = (46, 52, 53, 55, 63, 65, 66, 70, 105, 107, 276, 282, 283, 285, 293, 295, 296, 300, 334, 336)
 POINT_NAMES = ("forehead", "left_eye", "right_eye", "chin")
+# The two eyebrows' points, each with its mirror partner (the canonical mesh is symmetric):
+# (subject's right brow = image-left, subject's left brow = image-right), along both brows' chains.
+BROW_PAIRS = ((46, 276), (53, 283), (52, 282), (65, 295), (55, 285),
+              (70, 300), (63, 293), (105, 334), (66, 296), (107, 336))
 # Mirror pairs of the mesh (the point on the image's left of a frontal face first): their 3-D
 # directions give the head's left-right axis, hence its yaw.
 YAW_PAIRS = ((33, 263), (133, 362), (61, 291), (234, 454), (127, 356), (93, 323), (132, 361), (58, 288),

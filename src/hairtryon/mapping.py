@@ -71,15 +71,21 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
 
     local = normalized_blur(lab, skin, 1.5 * face_margin_px)[..., 0]
     local = np.where(np.isnan(local), skin_col[0], local)
-    darker = (lab[..., 0] < skin_col[0] - 1.5 * spread) | \
-        (lab[..., 0] < np.minimum(local, skin_col[0] + spread) - max(1.0 * spread, 4.0))
-    taken = face & near & ((d_hair < 0.8 * d_skin) | darker)
+    darker = (lab[..., 0] < skin_col[0] - 3.0 * spread) | \
+        (lab[..., 0] < np.minimum(local, skin_col[0] + spread) - max(2.0 * spread, 8.0))
+    taken = face & near & ((d_hair < 0.6 * d_skin) | darker)
     if keep is not None:
         taken &= ~keep
     # only what is connected to the hair
     n, comp = cv2.connectedComponents((taken | hair.astype(bool)).astype(np.uint8), connectivity=8)
     ids = np.unique(comp[hair.astype(bool)])
     taken &= np.isin(comp, ids[ids > 0])
+    # and the thin dark line the hair's edge leaves along what was taken
+    rim = face & grow(taken | (hair.astype(bool) & ~face), max(1.5, face_margin_px / 8)) & \
+        (lab[..., 0] < local - 2.0)
+    if keep is not None:
+        rim &= ~keep
+    taken |= rim
     return ((wide & ~face) | taken | (hair.astype(bool) & ~face)) & ~ears
 
 
@@ -196,8 +202,13 @@ def body_outline(labels: np.ndarray, removed: np.ndarray, oval: np.ndarray, chin
     far = down * 3.0 * s / max(abs(down[1]), 0.3)
     neck_l = base - side * half * 1.15
     neck_r = base + side * half * 1.15
-    left = _quadratic(neck_l, np.array([sl[0] + 0.55 * (neck_l[0] - sl[0]), (sl + lift)[1]]), sl + lift - out)
-    right = _quadratic(neck_r, np.array([sr[0] + 0.55 * (neck_r[0] - sr[0]), (sr + lift)[1]]), sr + lift + out)
+    # the shoulder's line falls gently from the neck's base to the shoulder's tip, then rounds
+    # down over the arm
+    def shoulder(neck_pt, tip):
+        ctrl = np.array([tip[0] + 0.5 * (neck_pt[0] - tip[0]), neck_pt[1] + 0.35 * (tip[1] - neck_pt[1])])
+        return _quadratic(neck_pt, ctrl, tip)
+    left = shoulder(neck_l, sl + lift - out)
+    right = shoulder(neck_r, sr + lift + out)
     poly = np.vstack([[top_l], [neck_l], left, [sl - out * 1.2 + far], [sr + out * 1.2 + far], right[::-1],
                       [neck_r], [top_r]])
     outline = np.zeros((s, s), np.uint8)
@@ -253,6 +264,9 @@ def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width
     kernel = np.ones((1, 2 * int(width) + 1), np.uint8)
     closed = cv2.morphologyEx((body | face).astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
     gaps = closed & ~new_hair & ~face & removed
+    # rows where face and hair stood a little farther apart would leave a notch in it
+    tall = np.ones((2 * int(width) + 1, 1), np.uint8)
+    gaps |= cv2.morphologyEx(gaps.astype(np.uint8), cv2.MORPH_CLOSE, tall).astype(bool) & ~new_hair & ~face & removed
     gaps[int(max(0, below)):] = False
     return gaps
 
@@ -314,13 +328,18 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
     s = unit or size
     features = features_mask(mesh, size, grow=max(2, s / 100))
     removed = remove_hair(crop, labels, hair_prob, closing_px=max(2, int(s / 100)), margin_px=max(2, int(s / 120)),
-                          face_margin_px=max(1, int(s / 25)), strand_band_px=max(3, int(s / 60)), keep=features) & inside
+                          face_margin_px=max(1, int(s / 50)), strand_band_px=max(3, int(s / 60)), keep=features) & inside
     oval = mesh[oval_index]
     from .landmarks import CHIN, FOREHEAD, IMAGE_LEFT_EYE, IMAGE_RIGHT_EYE
 
     eyes = np.stack([mesh[list(IMAGE_LEFT_EYE)].mean(0), mesh[list(IMAGE_RIGHT_EYE)].mean(0)])
     eye_y, chin = eyes[:, 1].mean(), mesh[CHIN].astype(np.float64)
     face = face_outline(oval, eye_y, chin[1], labels == FACE)
+    # only this person's hair: the parts of it that reach this face (in a group photo the parser
+    # also finds the hair of the people around)
+    n, comp = cv2.connectedComponents(removed.astype(np.uint8), connectivity=8)
+    ids = np.unique(comp[grow(face, s / 20) & removed])
+    removed &= np.isin(comp, ids[ids > 0])
     face_width = float(np.ptp(oval[:, 0]))
     axis = mesh[FOREHEAD] - mesh[CHIN]
     body, neck = body_outline(labels, removed, oval, chin, axis, valid_shoulders(shoulders, chin, face_width))

@@ -25,15 +25,16 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import alignment, checks, compositing, inpainting, mapping, rebuild, refinement
+from . import alignment, checks, compositing, inpainting, mapping, matting, rebuild, refinement
 from .errors import HairTryOnError, describe
-from .framing import Frame, disk
+from .framing import Frame, disk, grow
 from .images import ImageLike, Photo, grey_rgb, load_photo
 from .landmarks import Landmarker, Landmarks, default_landmarker
-from .segmentation import FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
+from .segmentation import BACKGROUND, FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
 
 WORK_FRAME_SCALE = 1.3  # work frame = FFHQ-like head framing widened 1.3x: room for long hair
 WIDE_FRAME_SCALE = 2.0  # ... and 2x where the hair runs off that frame inside the photo
+CUT_HAIR_REACH = 0.08  # hair a source photo cuts off goes on this far (of the nominal frame), thinning out
 MAX_WORK_SIZE = 1536  # frames larger than this are worked at this size and upsampled on paste-back
 REFINE_MODES = ("auto", "sdedit", "classic", "none")
 
@@ -118,6 +119,23 @@ class FaceAnalysis:
         cv2.fillPoly(mask, [np.round(oval).astype(np.int32)], 1)
         return mask.astype(bool) | (self.semantic.labels == FACE)
 
+    @cached_property
+    def grain(self) -> "matting.Grain":
+        """The photo's grain and sharpness in its work frame, both from its face (the skin is the
+        flat region next to the hair that is in focus like it; backgrounds are often blurred or
+        flattened by JPEG)."""
+        return matting.measure_grain(self.crop, (self.semantic.labels == FACE) & self.inside)
+
+    @cached_property
+    def photo_grain(self) -> "matting.Grain":
+        """:attr:`grain` at the photo's own resolution (the same where the frame is worked at it)."""
+        f = self.frame
+        if f.size == f.side:
+            return self.grain
+        rows, cols, brows, bcols = f.roi()
+        labels = f.to_image_box(self.semantic.labels, cv2.INTER_NEAREST)[brows, bcols]
+        return matting.measure_grain(self.image[rows, cols], labels == FACE)
+
     def forehead_column(self) -> np.ndarray:
         """(S, S) bool: the band above the eyes as wide as the face's upper half (slightly
         narrowed), where a new hairstyle's higher hairline uncovers forehead skin."""
@@ -193,6 +211,11 @@ class _Clock:
             self.bar.update(1)
 
 
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
 def _feather(mask: np.ndarray, px: float) -> np.ndarray:
     """(S, S) bool -> float32: 1 inside, a soft ramp of about ``px`` pixels outside."""
     m = mask.astype(np.float32)
@@ -235,12 +258,14 @@ class HairTryOn:
         pixel limit); ``role`` ('target' or 'source') names it in messages."""
         return load_photo(image, role, self.max_pixels)
 
-    def analyze(self, image: ImageLike, face_index: int = 0, role: str = "") -> FaceAnalysis:
+    def analyze(self, image: ImageLike, face_index: int = 0, role: str = "", wide: bool = False) -> FaceAnalysis:
         """Landmarks, work frame and semantic map of a photo (cached: a photo seen before costs
-        nothing). ``role`` ('target' or 'source') names the photo in error messages."""
+        nothing). ``role`` ('target' or 'source') names the photo in error messages. ``wide``:
+        work in the wide frame even if the photo's own hair fits the nominal one (a target whose
+        new hairstyle is bigger than its old one)."""
         photo = self.load(image, role)
         image = photo.rgb
-        key = (hashlib.blake2b(memoryview(image), digest_size=16).hexdigest(), image.shape, face_index)
+        key = (hashlib.blake2b(memoryview(image), digest_size=16).hexdigest(), image.shape, face_index, wide)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -250,9 +275,11 @@ class HairTryOn:
         frame = lm.head_frame(self.work_size, WORK_FRAME_SCALE)
         frame = frame.with_size(min(frame.side, self.work_size))
         probs, parts = segment_frame(image, frame, self.segmenter, parts=True)
-        if hair_runs_off(labels_from_probs(probs), frame.inside()):  # long hair: a wider frame holds all of it
+        if wide or hair_runs_off(labels_from_probs(probs), frame.inside()):  # long hair: a wider frame holds it
             wide = lm.head_frame(self.work_size, WIDE_FRAME_SCALE)
-            wide = wide.with_size(min(wide.side, self.work_size))
+            # (worked at up to 4/3 the size: most of a wide frame is the hair around the head, and
+            # shrinking it would soften that hair on the way back to the photo)
+            wide = wide.with_size(min(wide.side, int(self.work_size * 4 / 3)))
             probs, parts = segment_wide(image, frame, wide, self.segmenter, probs, parts)
             frame = wide
         crop = frame.extract(image)
@@ -301,7 +328,7 @@ class HairTryOn:
         t_start = time.perf_counter()
         target, source = self.load(target, "target"), self.load(source, "source")  # bad files fail first
         model, fallback = self.diffusion(refine)
-        bar = tqdm(total=5 + 2 * (refine != "none") + (model is not None), desc="hairtryon", delay=1.0,
+        bar = tqdm(total=6 + 2 * (refine != "none") + (model is not None), desc="hairtryon", delay=1.0,
                    leave=False, disable=not progress)
         clock = _Clock(bar)
         try:
@@ -315,6 +342,10 @@ class HairTryOn:
             with clock("paste_back"):
                 keep = None if edit is None else edit.keep
                 image, alpha = _paste_result(tgt, mapping, final, paste_alpha, keep, artifacts)
+                # the new hair's sharpness and grain at the photo's own resolution (a frame
+                # smaller than the photo upsampled it on the way back)
+                image = matting.photo_finish(image, tgt.frame, mapping.layer.alpha, tgt.photo_grain,
+                                             mapping.hair_upscale)
         finally:
             bar.close()
         meta = {"frame": tgt.frame, "warp": mapping.warp, "segmenter": self.segmenter.name,
@@ -330,6 +361,10 @@ class HairTryOn:
         meta["warnings"] += [c.message for c in found.concerns]  # declines only when forced
         meta["concerns"] = [dict(code=c.code, photo=c.photo, message=c.message, declined=c.decline, value=c.value)
                             for c in found.concerns]
+        if mapping.hair_upscale > matting.HAIR_UPSCALE_NOTE:
+            meta["hair_upscale"] = round(mapping.hair_upscale, 2)
+        if matting.upscale_warning(mapping.hair_upscale):
+            meta["warnings"].append(matting.upscale_warning(mapping.hair_upscale))
         if fallback:
             meta["refine_fallback"] = fallback
             meta["warnings"].append(fallback)
@@ -357,6 +392,12 @@ class HairTryOn:
             found = self.check_photos(tgt, src)
             found.raise_if_declined(force)
         mapping = self.map_hair(tgt, src, clock)
+        if tgt.frame.side < tgt.landmarks.head_frame(1, WIDE_FRAME_SCALE).side and \
+                hair_runs_off((mapping.layer.alpha > 0.5).astype(np.uint8) * HAIR, tgt.inside):
+            # the new hairstyle is bigger than the target's frame: map it again in the wide one
+            with clock("analysis"):
+                tgt = self.analyze(target, target_face, "target", wide=True)
+            mapping = self.map_hair(tgt, src, clock)
         found.concerns += self.check_pair(tgt, src, mapping)
         found.raise_if_declined(force)
         final, artifacts, parsed = mapping.composite, np.zeros_like(mapping.removed), None
@@ -364,7 +405,10 @@ class HairTryOn:
             final, artifacts, parsed = self.fast_marching(tgt, mapping, clock)
         changed = mapping.removed | artifacts
         # the fills blend into their surroundings, but never into the target's face
-        feather = np.where(tgt.semantic.labels == FACE, changed, _feather(changed, max(1.0, tgt.frame.size / 512)))
+        # (on the face only a pixel wider: what was taken as old hair is replaced all the way to
+        # its edge once resampled to the photo's own pixels)
+        face_edge = np.maximum(grow(changed, 1.0).astype(np.float32), 0.5 * grow(changed, 2.0))
+        feather = np.where(tgt.semantic.labels == FACE, face_edge, _feather(changed, max(1.0, tgt.frame.size / 512)))
         mapping.changed_alpha = feather
         paste_alpha = np.maximum(mapping.layer.alpha, feather)
         return tgt, src, mapping, final, artifacts, parsed, paste_alpha, found
@@ -507,15 +551,24 @@ class HairTryOn:
             warp = f.matrix() @ align.matrix @ np.linalg.inv(src.frame.matrix())
             warped = alignment.warp_image(src.crop, warp, (s, s))
             warped_labels = alignment.warp_labels(np.where(src.inside, src.semantic.labels, 0).astype(np.uint8), warp, (s, s))
-            # hair that the source photo cuts off fades out instead of ending in a straight line,
-            # except where the target photo ends too (the hair goes on beyond both)
+            # hair that the source photo cuts off goes on beyond its border with its own strands
+            # (mirrored there by the matting) and thins out a little way on, like hair tips,
+            # instead of ending in a straight line; where the target photo ends too it goes on
             src_photo = alignment.warp_labels(src.inside.astype(np.uint8), warp, (s, s)) > 0
-            edge = cv2.distanceTransform((src_photo | ~inside).astype(np.uint8), cv2.DIST_L2, 3)
-            fade = np.clip(edge / max(2.0, 0.05 * s), 0, 1).astype(np.float32)
+            beyond = cv2.distanceTransform((~src_photo).astype(np.uint8), cv2.DIST_L2, 3)
+            reach = max(2.0, CUT_HAIR_REACH * tgt.unit)
+            fade = np.where(inside, 1.0 - _smoothstep(beyond / reach), 1.0).astype(np.float32)
+
+        with clock("matting"):  # 3.2.3: the source's hair as a layer, matted in the photo it was shot in
+            layer = matting.pull_hair(src.crop, src.semantic.prob(HAIR), matting.face_size(src.points),
+                                      background=src.semantic.labels == BACKGROUND, inside=src.inside)
+            layer = matting.warp_layer(layer, warp, (s, s))
+            upscale = matting.warp_scale(warp, src.points.mean(axis=0))  # source frame px -> target frame px
+            layer = matting.match_grain(layer, tgt.grain, src.grain, upscale)
+            layer.alpha *= fade
+            hair_upscale = upscale * f.side / f.size  # source frame px -> target photo px
 
         with clock("cropping"):  # 3.2.3
-            layer = compositing.crop_source_hair(warped, warped_labels == HAIR)
-            layer.alpha *= fade
             source_hair = layer.alpha.copy()
             regions = self.regions(tgt)
             removed = regions.removed
@@ -536,7 +589,7 @@ class HairTryOn:
             hairless = self._rebuild(tgt, tgt.crop, removed & ~hidden & inside, under)
             composite = compositing.replace_hair(hairless, layer)
         return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, under, intended, hairless,
-                       composite)
+                       composite, hair_upscale=hair_upscale)
 
     def _rebuild(self, tgt: FaceAnalysis, image: np.ndarray, hole: np.ndarray, under: np.ndarray) -> np.ndarray:
         """:func:`rebuild.rebuild` of ``hole`` in the target's frame, from its own pixels."""
@@ -547,7 +600,7 @@ class HairTryOn:
         cloth = (parts["cloth"] > parts["neck_skin"]) if "cloth" in parts else None
         known = ~regions.removed & tgt.inside
         return rebuild.rebuild(image, hole, under, known, features, regions.neck, cloth, regions.mirror,
-                               unit=tgt.unit).image
+                               unit=tgt.unit, mesh=tgt.frame.to_frame_points(tgt.landmarks.mesh)).image
 
     def fast_marching(self, tgt: FaceAnalysis, mapping: "Mapping", clock: Optional[_Clock] = None):
         """Paper 3.3.1: parse the mapping image again; where it disagrees with the mapping mask
@@ -596,19 +649,21 @@ class Mapping:
     target's old hair was. ``under``: what lies under the old hair (labels without the new hair).
     ``intended``: the mapping mask. ``hairless``: the target with the old
     hair's place rebuilt. ``composite``: the mapping image, the new hair over ``hairless``.
+    ``hair_upscale``: how many target photo pixels one pixel of the source's frame became.
     """
 
     alignment: "alignment.Alignment"
     warp: np.ndarray
     warped: np.ndarray
     warped_labels: np.ndarray
-    layer: compositing.HairLayer
+    layer: matting.HairLayer
     source_hair: np.ndarray
     removed: np.ndarray
     under: np.ndarray
     intended: np.ndarray
     hairless: np.ndarray
     composite: np.ndarray
+    hair_upscale: float = 1.0
     changed_alpha: Optional[np.ndarray] = None  # (S, S) float32: where the try-on rebuilt, feathered
 
 
@@ -731,6 +786,9 @@ def _paste_result(tgt: FaceAnalysis, mapping: "Mapping", final: np.ndarray, past
         background = np.where(rebuilt[..., None], final, mapping.hairless).astype(np.float32)
         p = c + a - c * a
         content = (c * (1 - a) * background + a * layer.foreground) / np.maximum(p, 1e-6)
+        # where nothing changes the content is the frame's own pixels: resampling to the photo
+        # blends neighbours, and a black there would darken the seam
+        content = np.where(p > 1e-3, content, final)
         content = np.clip(np.round(content), 0, 255).astype(np.uint8)
         if photo is not None and photo.grey:
             content = grey_rgb(content)

@@ -251,6 +251,55 @@ def skin_fill(image: np.ndarray, hole: np.ndarray, skin: np.ndarray, face: np.nd
     return out
 
 
+def mirror_brows(image: np.ndarray, hole: np.ndarray, mesh: np.ndarray, unit: Optional[float] = None,
+                 min_hidden: float = 0.15, max_hidden: float = 0.1) -> np.ndarray:
+    """An eyebrow the old hair hid in part, completed with the mirror image of the other one.
+
+    ``mesh``: (468, 2) Face Mesh points in the image's pixels; ``hole``: (S, S) bool the rebuilt
+    pixels. A brow whose outline (the convex hull of its mesh points) lies at least
+    ``min_hidden`` inside the hole, while the other lies at most ``max_hidden`` inside it, gets
+    the other brow reflected onto it (an affine fit on the mirrored point pairs), blended in by
+    Poisson image editing over its hidden part. ``image`` (S, S, 3) uint8 in and out."""
+    from .landmarks import BROW_PAIRS
+
+    s = unit or image.shape[0]
+    h, w = image.shape[:2]
+    pairs = np.array(BROW_PAIRS)
+    grow_px = max(2.0, s / 150)
+    out = image
+    for this, other in ((pairs[:, 0], pairs[:, 1]), (pairs[:, 1], pairs[:, 0])):
+        hull = np.zeros((h, w), np.uint8)
+        cv2.fillConvexPoly(hull, cv2.convexHull(np.round(mesh[this]).astype(np.int32)), 1)
+        hull = grow(hull.astype(bool), grow_px)
+        other_hull = np.zeros((h, w), np.uint8)
+        cv2.fillConvexPoly(other_hull, cv2.convexHull(np.round(mesh[other]).astype(np.int32)), 1)
+        hidden = (hull & hole).sum() / max(1, hull.sum())
+        if hidden < min_hidden or (other_hull.astype(bool) & hole).sum() > max_hidden * max(1, other_hull.sum()):
+            continue
+        src_pts = np.hstack([mesh[this], np.ones((len(this), 1))])  # least squares: brow -> mirrored brow
+        m = np.linalg.lstsq(src_pts, mesh[other], rcond=None)[0].T
+        donor = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REPLICATE)
+        region = (hull & hole).astype(np.uint8)
+        region = cv2.dilate(region, disk(1)) & hull.astype(np.uint8)
+        ys, xs = np.nonzero(region)
+        if len(ys) < 20 or ys.min() < 2 or xs.min() < 2 or ys.max() > h - 3 or xs.max() > w - 3:
+            continue
+        # blend in the donor over the hidden part only (its own box, odd-sized, so the clone lands
+        # where it came from)
+        y0, y1, x0, x1 = ys.min() - 1, ys.max() + 2, xs.min() - 1, xs.max() + 2
+        y1 += (y1 - y0 + 1) % 2
+        x1 += (x1 - x0 + 1) % 2
+        mask = np.zeros((h, w), np.uint8)
+        mask[y0:y1, x0:x1] = region[y0:y1, x0:x1] * 255
+        centre = ((x0 + x1 - 1) // 2, (y0 + y1 - 1) // 2)
+        try:
+            out = cv2.seamlessClone(donor, out, mask, centre, cv2.NORMAL_CLONE)
+        except cv2.error:
+            continue
+    return out
+
+
 def silhouette_shading(image: np.ndarray, face: np.ndarray, rebuilt: np.ndarray, strength: float = 0.12,
                        unit: Optional[float] = None) -> np.ndarray:
     """A rebuilt cheek's outline against what is not face: the skin darkens a little towards it,
@@ -284,14 +333,16 @@ class Rebuild:
 
 def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.ndarray,
             features: np.ndarray, neck: Optional[np.ndarray] = None, cloth: Optional[np.ndarray] = None,
-            mirror: Optional[np.ndarray] = None, seed: int = 0, unit: Optional[float] = None) -> Rebuild:
+            mirror: Optional[np.ndarray] = None, seed: int = 0, unit: Optional[float] = None,
+            mesh: Optional[np.ndarray] = None) -> Rebuild:
     """Rebuild ``hole`` ((S, S) bool, what the old hair covered and the new hair does not hide)
     class by class, as ``under`` ((S, S) uint8, :func:`hairtryon.mapping.under_hair`) says,
     from ``known`` ((S, S) bool) pixels of the same class only. ``features``: (S, S) bool the
     target's eyes, brows and lips (never copied as skin). Neck+clothes is split in two when
     ``neck`` ((S, S) bool, the neck's column) and ``cloth`` ((S, S) bool, the visible pixels that
     are clothes) are given: the neck from neck skin, the shoulders from clothes. ``mirror``: the
-    face-mirror homography. ``unit``: the size every width here is relative to, in pixels (the
+    face-mirror homography; ``mesh`` (468, 2) the Face Mesh points in the image's pixels (a brow
+    half hidden under the old hair is completed from the other). ``unit``: the size every width here is relative to, in pixels (the
     side of the face's nominal work frame; default the image's side). Returns a :class:`Rebuild`."""
     out = image.copy()
     s = unit or image.shape[0]
@@ -318,6 +369,7 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
             elif skin_src.sum() >= 100:
                 out = skin_fill(out, part, plain_skin(image, skin_src, features, unit=s), skin_src, None,
                                 seed=seed + 3, unit=s)
+                out = silhouette_shading(out, under == NECK, part, unit=s)  # a rounded neck or shoulder
             else:
                 out = patch_fill(out, part, _enough(clean & body_src, others), seed=seed + 3)
     part = hole & (under == FACE)
@@ -325,7 +377,16 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
         visible = known & (under == FACE)
         out = skin_fill(out, part, plain_skin(image, visible, features, unit=s), visible & ~features, None,
                         seed=seed, unit=s)
+        if mesh is not None:
+            out = mirror_brows(out, part, mesh, unit=s)
         out = silhouette_shading(out, under == FACE, hole, unit=s)
+    # where two rebuilt classes meet (a shoulder against the background), the edge is as soft
+    # as a photographed one, not a rasterised polygon's
+    seams = hole & (cv2.morphologyEx(np.where(hole, under, 255).astype(np.uint8), cv2.MORPH_GRADIENT,
+                                     disk(1)) > 0) & (under != FACE)
+    if seams.any():
+        soft = cv2.GaussianBlur(out, (0, 0), max(0.8, s / 700))
+        out[seams] = soft[seams]
     return Rebuild(out, hole.copy())
 
 
@@ -353,7 +414,7 @@ def grow_hair(foreground: np.ndarray, alpha: np.ndarray, gaps: np.ndarray, seed:
     if len(rows):
         length = max(2.0, s / 25)
         taper = np.clip((rows.max() - np.arange(gaps.shape[0])) / length, 0, 1).astype(np.float32)
-    grown_alpha = np.where(gaps, np.maximum(soft, 0.0), 0.0) * taper[:, None]
+    grown_alpha = np.where(gaps, np.clip(2.0 * soft, 0.0, 1.0), 0.0) * taper[:, None]
     new_alpha = np.maximum(alpha, grown_alpha).astype(np.float32)
     fg = np.where(gaps[..., None], grown.astype(np.float32), foreground).astype(np.float32)
     return fg, new_alpha
