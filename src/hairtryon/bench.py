@@ -35,8 +35,8 @@ CELEBAHQ_256 = dict(  # config.json of google/ddpm-ema-celebahq-256
     flip_sin_to_cos=False, freq_shift=1, mid_block_scale_factor=1, norm_eps=1e-6, norm_num_groups=32,
     time_embedding_type="positional",
 )
-STAGE_ORDER = ("analysis", "checks", "alignment", "cropping", "replacing", "reparse", "fast_marching", "sdedit",
-               "paste_back", "total")
+STAGE_ORDER = ("analysis", "checks", "alignment", "matting", "cropping", "replacing", "reparse", "fast_marching",
+               "sdedit", "paste_back")
 
 
 def load_average() -> Optional[float]:
@@ -113,7 +113,8 @@ def bench_stages(sizes: Sequence[int] = (512, 1024), runs: int = 5, refine: str 
             r = tool(t, s, refine=refine, force=True, **sdedit_options)  # Grace Hopper's cap: timed anyway
             if i:  # the first run is the warm-up
                 timings.append(r.timings)
-        stages = [k for k in STAGE_ORDER if k in timings[0]] + [k for k in timings[0] if k not in STAGE_ORDER]
+        stages = [k for k in STAGE_ORDER if k in timings[0]]
+        stages += [k for k in timings[0] if k not in STAGE_ORDER and k != "total"] + ["total"]
         out[str(size)] = {k: statistics.median(tm[k] for tm in timings) for k in stages}
     return out
 
