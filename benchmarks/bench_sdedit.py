@@ -35,15 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from hairtryon import refinement as rf  # noqa: E402
 from hairtryon.diffusion import _pick_device_dtype  # noqa: E402
 
-CELEBAHQ_256 = dict(  # config.json of google/ddpm-ema-celebahq-256
-    sample_size=256, in_channels=3, out_channels=3, layers_per_block=2,
-    block_out_channels=(128, 128, 256, 256, 512, 512),
-    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    act_fn="silu", attention_head_dim=None, center_input_sample=False, downsample_padding=0,
-    flip_sin_to_cos=False, freq_shift=1, mid_block_scale_factor=1, norm_eps=1e-6, norm_num_groups=32,
-    time_embedding_type="positional",
-)
+from hairtryon.bench import CELEBAHQ_256  # noqa: E402  (the architecture, shared with hairtryon bench)
 
 
 def load() -> str:

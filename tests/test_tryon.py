@@ -110,7 +110,7 @@ def test_quality_floors_on_real_pairs(tool, target, source, what, request):
     assert m["hair_iou"] >= 0.85, m
     assert m["hair_delta_e"] <= 6.0, m
     assert m["face_psnr"] >= 40.0, m
-    assert m["old_hair"] < 0.01, m
+    assert m["leftover"] < 0.01, m
 
 
 def test_classic_removes_artifacts_none_keeps_them(tool, loho_dir):

@@ -244,6 +244,88 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _run_options(args):
+    from .batch import RunOptions
+
+    sdedit = {k: v for k, v in _sdedit_options(args).items() if k != "seed"}
+    return RunOptions(refine=args.refine, segmenter=getattr(args, "tryon_segmenter", None) or args.segmenter,
+                      scorer=args.segmenter if hasattr(args, "tryon_segmenter") else None,
+                      target_face=args.target_face, source_face=args.source_face, sdedit=sdedit,
+                      seed=0 if args.seed is None else args.seed, diffusion_model=args.diffusion_model,
+                      device=args.device, precision=args.precision, force=args.force)
+
+
+def cmd_batch(args) -> int:
+    from .batch import run_batch
+
+    rep = run_batch(args.pairs, args.out_dir, _run_options(args), workers=args.workers, ray_address=args.ray,
+                    progress=_progress() and not args.quiet)
+    shown = list(dict.fromkeys(w["message"] for w in rep.warnings))
+    for w in shown[:5]:
+        _warn(w)
+    if len(shown) > 5:
+        print(f"hairtryon: warning: ... and {len(shown) - 5} more, each row's in {rep.warnings_csv}", file=sys.stderr)
+    print(f"wrote {len(rep.written)} results to {args.out_dir}, skipped {len(rep.skipped)} already there, "
+          f"{len(rep.errors)} failed" + (f" (see {rep.errors_csv})" if rep.errors else "")
+          + f"; {rep.seconds:.1f} s")
+    return 1 if rep.errors else 0
+
+
+def cmd_evaluate(args) -> int:
+    import random
+
+    from .batch import folder_pairs, read_pairs, run_eval
+
+    options = _run_options(args)
+    source = Path(args.input)
+    if source.is_dir():
+        pairs = folder_pairs(source, args.pairs, options.seed)
+    else:
+        pairs = read_pairs(source)
+        if args.pairs is not None and args.pairs < len(pairs):
+            pairs = random.Random(options.seed).sample(pairs, max(1, args.pairs))
+    rep = run_eval(pairs, args.out_dir, options, workers=args.workers, ray_address=args.ray,
+                   save_results=args.save_results, sheet_rows=args.sheet_rows,
+                   progress=_progress() and not args.quiet)
+    s = rep.summary
+    for w in s["warnings"][:5]:
+        _warn(w)
+    if len(s["warnings"]) > 5:
+        print(f"hairtryon: warning: ... and {len(s['warnings']) - 5} more, each pair's in eval.csv", file=sys.stderr)
+    run = s["run"]
+    print(f"{s['pairs']} pairs: {s['ok']} ok, {s['declined']} declined, {s['failed']} failed; "
+          f"{run['wall_s']:.1f} s; scored by {run['scorer']}"
+          + (" (the try-on's own parser: flattering; --segmenter another for an independent view)"
+             if run["scored_by_own_parser"] else ""))
+    print(f"{'measure':14s} {'median':>9s} {'mean':>9s} {'n':>5s}  worst")
+    for name, m in s["measures"].items():
+        if m["n"]:
+            worst = m["worst"][0]
+            print(f"{name:14s} {m['median']:9.4g} {m['mean']:9.4g} {m['n']:5d}  {worst['value']:.4g} ({worst['pair']})")
+    print("wrote " + ", ".join(str(p) for p in rep.files.values()))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import format_report, run_bench
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
+    except ValueError:
+        raise HairTryOnError(f"--sizes takes comma-separated sides like 512,1024, got '{args.sizes}'.") from None
+    report = run_bench(sizes, args.runs, args.refine, stages=not args.sdedit_only, sdedit=args.sdedit or args.sdedit_only,
+                       t0=args.noise_level, steps=args.steps, calls=args.calls, sdedit_runs=args.sdedit_runs,
+                       sdedit_size=args.sdedit_size,
+                       diffusion_model=args.diffusion_model, device=args.device, precision=args.precision,
+                       target=args.target, source=args.source, segmenter=args.segmenter)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 def cmd_weights(args) -> int:
     from . import weights
 
@@ -420,6 +502,72 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(func=cmd_eval)
+
+    # many pairs: batch runs and the try-on's evaluation, on one machine or a Ray cluster
+    def add_many_options(sp) -> None:
+        sp.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the results")
+        sp.add_argument("--refine", default="auto", choices=["auto", "sdedit", "classic", "none"],
+                        help="as for swap (default auto)")
+        sp.add_argument("--force", action="store_true",
+                        help="try pairs the checks decline (headwear, a turned head, hands, ...) anyway, with warnings")
+        sp.add_argument("--target-face", type=int, default=0, help="which face in each target, 0 = largest")
+        sp.add_argument("--source-face", type=int, default=0, help="which face in each source, 0 = largest")
+        g = sp.add_argument_group("scale-out")
+        g.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="processes on this machine, models loaded once in each (default: 1, this process); "
+                            "with --ray: Ray actors (default: one per CPU of the cluster)")
+        g.add_argument("--ray", metavar="ADDRESS",
+                       help="run on a Ray cluster: auto (the one this machine joined with `ray start`), "
+                            "HOST:PORT, ray://HOST:10001 (Ray Client), or local (a new one here); "
+                            "needs pip install 'hairtryon[ray]'")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        add_sdedit_options(sp)
+
+    sp = sub.add_parser("batch", help="the try-on for every row of a pairs CSV, resumable")
+    sp.add_argument("pairs", help="CSV with the columns target, source and optional output, refine "
+                                  "(paths relative to the CSV's folder; outputs relative to --out-dir)")
+    sp.add_argument("--segmenter", default="bisenet", help="bisenet (default) or unet:PATH")
+    add_many_options(sp)
+    sp.set_defaults(func=cmd_batch)
+
+    sp = sub.add_parser("eval", help="the try-on's quality measured over many pairs (CSV, summary, contact sheet)")
+    sp.add_argument("input", help="a folder of portraits (its ordered pairs) or a pairs CSV")
+    sp.add_argument("--pairs", type=int, default=None, metavar="N", help="a seeded sample of N pairs (--seed)")
+    sp.add_argument("--tryon-segmenter", default="bisenet", help="the try-on's parser: bisenet (default) or unet:PATH")
+    sp.add_argument("--segmenter", default=None,
+                    help="the parser that scores the results (default: the try-on's own, which flatters it; "
+                         "use another, e.g. unet:PATH, for an independent view)")
+    sp.add_argument("--save-results", action="store_true", help="also write every result to DIR/results/")
+    sp.add_argument("--sheet-rows", type=int, default=40, help="pairs on the contact sheet, worst first (default 40)")
+    add_many_options(sp)
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("bench", help="seconds per stage of a fixed pair at 512² and 1024², and SDEdit's samplers")
+    sp.add_argument("--sizes", default="512,1024", help="input sides, comma-separated (default 512,1024)")
+    sp.add_argument("--runs", type=int, default=5, help="timed runs per size after a warm-up (median; default 5)")
+    sp.add_argument("--refine", default="classic", choices=["classic", "none", "sdedit"],
+                    help="the try-on timed (default classic; sdedit: with --diffusion-model, else random weights "
+                         "of the DDPM CelebA-HQ architecture)")
+    sp.add_argument("--target", help="the fixed pair's target (default: the astronaut portrait)")
+    sp.add_argument("--source", help="the fixed pair's source (default: the Grace Hopper portrait)")
+    sp.add_argument("--segmenter", default="bisenet", help="bisenet (default) or unet:PATH")
+    g = sp.add_argument_group("SDEdit samplers")
+    g.add_argument("--sdedit", action="store_true",
+                   help="also time SDEdit: one UNet call, and a refine with each sampler (ddpm: t0 UNet calls, "
+                        "about 10 minutes on a 2-core CPU at t0 = 500)")
+    g.add_argument("--sdedit-only", action="store_true", help="only the SDEdit part")
+    g.add_argument("--noise-level", type=int, default=500, metavar="T0", help="t0 (default 500)")
+    g.add_argument("--steps", type=int, default=25, help="ddim steps (default 25)")
+    g.add_argument("--calls", type=int, default=5, help="isolated UNet calls timed (median; default 5)")
+    g.add_argument("--sdedit-runs", type=int, default=1, help="refines timed per sampler (median; default 1)")
+    g.add_argument("--sdedit-size", type=int, default=None, metavar="N",
+                   help="image side of the SDEdit part (default: the model's, 256)")
+    g.add_argument("--diffusion-model", metavar="ID_OR_DIR", help="a diffusers folder (default: random weights)")
+    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's own)")
+    sp.add_argument("--json", action="store_true", help="print the report as JSON")
+    sp.set_defaults(func=cmd_bench)
     return p
 
 

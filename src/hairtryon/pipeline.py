@@ -174,7 +174,8 @@ class TryOnResult:
     ``source_hair`` (S, S) float32 the warped source hair's own matte (before it is grown into
     gaps beside the face), ``mapping_mask`` (S, S) uint8 labels, ``removed``/``artifacts`` (S, S) bool, ``paste_alpha`` (S, S) float32;
     with SDEdit, ``edit_keep`` (S, S) bool its kept pixels and ``edit_region`` (S, S) float32, 1 where it may change them.
-    ``timings``: seconds per stage (and ``total``). ``meta``: alignment kind, fallbacks, frame;
+    ``timings``: seconds per stage (and ``total``). ``meta``: alignment kind, fallbacks, frame,
+    ``warp`` ((3, 3) float64, the source's work frame -> the target's, used by the evaluation);
     ``meta['warnings']``: the one-line messages a person should read (the CLI prints them, the
     web page shows them); ``meta['faces']``: faces found in the target and the source.
     ``alpha``: (H, W) uint8 the result's transparency when the target has an alpha channel (the
@@ -364,7 +365,8 @@ class HairTryOn:
                                              mapping.hair_upscale, in_place=True)
         finally:
             bar.close()
-        meta = {"frame": tgt.frame, "segmenter": self.segmenter.name, "alignment": mapping.alignment.kind,
+        meta = {"frame": tgt.frame, "warp": mapping.warp, "segmenter": self.segmenter.name,
+                "alignment": mapping.alignment.kind,
                 "refine": "sdedit" if model is not None else ("none" if refine == "none" else "classic")}
         if mapping.alignment.reason:
             meta["alignment_fallback"] = mapping.alignment.reason

@@ -1,0 +1,255 @@
+"""The field's measures (metrics.py, evaluation.py), ``hairtryon eval``, and the CI quality floors.
+
+Cost, measured on the shared 2-core machine at a load average of about 6 (a dedicated CI machine
+is faster): the metric tests instant; the measures of real results 39 s; the CLI evaluation 21 s
+and its Ray twin 31 s; the floors 74 s (8 pairs of ../shared/faces/loho at 1024²) and 37 s (6
+pairs of ../shared/portraits).
+"""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hairtryon import metrics
+from hairtryon.batch import RunOptions, folder_pairs, run_eval
+from hairtryon.cli import main
+from hairtryon.evaluation import MEASURES, badness_order, evaluate, summarize
+from hairtryon.pipeline import HairTryOn
+
+
+# ------------------------------------------------------------------------- pure metric functions
+def test_psnr_and_ssim_on_known_images():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + 5, 0, 255).astype(np.uint8)
+    inner = (a < 250).all(axis=2)  # where +5 did not clip, the error is exactly 5
+    assert metrics.psnr(a, b, inner) == pytest.approx(10 * math.log10(255 ** 2 / 25), abs=1e-9)
+    assert metrics.psnr(a, a) == float("inf") and metrics.psnr(a, a, max_db=100) == 100
+    assert math.isnan(metrics.psnr(a, b, np.zeros((64, 64), bool)))
+    assert metrics.ssim(a, a) == pytest.approx(1.0)
+    noisy = lambda sigma: np.clip(a + rng.normal(0, sigma, a.shape), 0, 255).astype(np.uint8)  # noqa: E731
+    assert 1.0 > metrics.ssim(a, noisy(5)) > metrics.ssim(a, noisy(40))
+    assert metrics.ssim(a, noisy(40)) < 0.95
+    # the mask decides which pixels count: damage outside it does not lower the score
+    half = np.zeros((64, 64), bool)
+    half[:, :32] = True
+    spoiled = a.copy()
+    spoiled[:, 40:] = 0
+    assert metrics.ssim(a, spoiled, half) == pytest.approx(1.0)
+    assert metrics.ssim(a, spoiled, ~half) < 0.5
+
+
+def test_iou_colour_and_area():
+    a = np.zeros((10, 10), bool)
+    a[:, :5] = True
+    b = np.zeros((10, 10), bool)
+    b[:, 2:7] = True
+    assert metrics.iou(a, b) == pytest.approx(30 / 70)
+    assert metrics.iou(np.zeros((3, 3), bool), np.zeros((3, 3), bool)) == 1.0
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 200
+    dark = red.copy()
+    dark[..., 0] = 150
+    ones = np.ones((8, 8), bool)
+    assert metrics.colour_difference(red, ones, red, ones) == pytest.approx(0.0, abs=1e-9)
+    d = metrics.colour_difference(red, ones, dark, ones)
+    assert 5 < d < 30
+    assert math.isnan(metrics.colour_difference(red, ones, dark, ones, min_pixels=65))
+    assert metrics.area_fraction(a, np.ones((10, 10), bool)) == 0.5
+    assert metrics.area_fraction(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 0.0
+
+
+def test_summary_and_worst_first_order():
+    rows = [{"pair": "a", "status": "ok", "hair_iou": 0.95, "leftover": 0.0},
+            {"pair": "b", "status": "ok", "hair_iou": 0.60, "leftover": 0.2},
+            {"pair": "c", "status": "declined", "message": "wearing a hat"},
+            {"pair": "d", "status": "failed", "message": "ValueError: x"},
+            {"pair": "e", "status": "ok", "hair_iou": 0.90, "leftover": float("nan")}]
+    s = summarize(rows)
+    assert (s["pairs"], s["ok"], s["declined"], s["failed"]) == (5, 3, 1, 1)
+    assert s["measures"]["hair_iou"]["median"] == pytest.approx(0.90)
+    assert s["measures"]["hair_iou"]["worst"][0] == {"pair": "b", "value": 0.60}
+    assert s["measures"]["leftover"]["n"] == 2 and s["measures"]["leftover"]["worst"][0]["pair"] == "b"
+    assert [rows[i]["pair"] for i in badness_order(rows)] == ["d", "b", "e", "a", "c"]
+
+
+# ------------------------------------------------------------------------- measures of real results
+@pytest.fixture(scope="module")
+def tool(segmenter):
+    return HairTryOn(segmenter)
+
+
+def test_measures_see_a_spoiled_result(tool, loho_dir):
+    """The same try-on scored as made, and with its old hair pasted back (the target itself as
+    the "result"): the shape, leftover and skin measures must see the difference."""
+    r = tool(loho_dir / "images" / "00148.jpg", loho_dir / "images" / "00018.jpg", refine="classic")
+    good = evaluate(r, tool)
+    assert good["hair_iou"] > 0.85 and good["leftover"] < 0.01, good
+    assert good["skin_delta_e"] < 6, good  # the bangs' forehead is uncovered and measured
+    r.image = r.target.image  # nothing done: the old hair (bangs) is all still there
+    bad = evaluate(r, tool)
+    assert bad["hair_iou"] < good["hair_iou"] - 0.1, bad
+    assert bad["leftover"] > 0.05, bad
+    assert math.isnan(bad["skin_delta_e"])  # no skin was uncovered
+    assert bad["nonhair_psnr"] == 100.0  # untouched pixels are identical
+
+
+def test_another_scorer_reparses_every_photo(tool, loho_dir):
+    """A scorer other than the try-on's parser parses target, source and result itself and
+    moves the source hair with the try-on's transform: the same model as a second instance
+    must give the same figures as the shortcut through the try-on's own maps."""
+    from hairtryon.segmentation import BiSeNetSegmenter
+
+    other = BiSeNetSegmenter()
+    r = tool(loho_dir / "images" / "02602.jpg", loho_dir / "images" / "46826.jpg", refine="classic")
+    own, indep = evaluate(r, tool), evaluate(r, tool, scorer=other)
+    assert indep["hair_iou"] == pytest.approx(own["hair_iou"], abs=0.02)
+    assert indep["hair_delta_e"] == pytest.approx(own["hair_delta_e"], abs=0.5)
+    assert indep["leftover"] == pytest.approx(own["leftover"], abs=0.005)
+
+
+# ------------------------------------------------------------------------- the eval command
+@pytest.fixture(scope="module")
+def eval_pairs(tmp_path_factory, ctrlhair_dir):
+    """A pairs CSV of 5 pairs of 256² portraits and one bad pair (a photo without a face). The
+    checks decline most of these tight crops (the photo cuts their hair off): the runs use --force."""
+    root = tmp_path_factory.mktemp("evalpairs")
+    Image.fromarray(np.full((200, 200, 3), 120, np.uint8)).save(root / "blank.png")
+    photos = sorted(ctrlhair_dir.glob("*.png"))[:4]
+    rows = [(photos[0], photos[1]), (photos[1], photos[2]), (root / "blank.png", photos[0]),
+            (photos[2], photos[3]), (photos[3], photos[0]), (photos[2], photos[1])]
+    with open(root / "pairs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["target", "source"])
+        w.writerows([(str(t), str(s)) for t, s in rows])
+    return root / "pairs.csv"
+
+
+@pytest.fixture(scope="module")
+def serial_eval(eval_pairs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_serial")
+    assert main(["eval", str(eval_pairs), "--out-dir", str(out), "--refine", "classic", "--quiet", "--force"]) == 0
+    return out
+
+
+def test_cli_eval_writes_csv_summary_and_sheet(serial_eval):
+    rows = list(csv.DictReader(open(serial_eval / "eval.csv")))
+    assert len(rows) == 6 and set(MEASURES) <= set(rows[0])
+    bad = [r for r in rows if r["status"] != "ok"]
+    assert len(bad) == 1 and bad[0]["status"] == "declined" and "no face" in bad[0]["message"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert all(0 < float(r["hair_iou"]) <= 1 and float(r["nonhair_psnr"]) > 20 for r in ok)
+    assert len({r["seed"] for r in ok}) == 5  # every pair its own seed
+    summary = json.loads((serial_eval / "summary.json").read_text())
+    assert (summary["ok"], summary["declined"], summary["failed"]) == (5, 1, 0)
+    assert len(summary["measures"]["hair_iou"]["worst"]) == 5
+    assert summary["run"]["scored_by_own_parser"] is True
+    assert summary["seconds_per_stage_median"]["analysis"] >= 0 and summary["peak_rss_mb"]["max"] > 100
+    costs = list(csv.DictReader(open(serial_eval / "costs.csv")))
+    assert len(costs) == 6 and float(costs[0]["s_total"]) > 0 and "s_score" in costs[0]
+    sheet = Image.open(serial_eval / "sheet.png")
+    assert sheet.size[0] == 3 * 192 and sheet.size[1] >= 6 * 192  # a row per pair
+
+
+def test_ray_eval_gives_the_serial_csv(eval_pairs, serial_eval, tmp_path):
+    """A local Ray instance with 2 CPUs (2 actors, models loaded once in each): eval.csv is
+    byte for byte the serial one, the declined pair included."""
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    assert main(["eval", str(eval_pairs), "--out-dir", str(out), "--refine", "classic", "--quiet", "--force",
+                 "--ray", "local", "--workers", "2"]) == 0
+    assert (out / "eval.csv").read_bytes() == (serial_eval / "eval.csv").read_bytes()
+    workers = {r["worker"] for r in csv.DictReader(open(out / "costs.csv"))}
+    assert len(workers) == 2  # both actors did pairs
+
+
+def test_eval_folder_pairs_are_seeded(ctrlhair_dir):
+    all_pairs = folder_pairs(ctrlhair_dir)
+    n = len(sorted(ctrlhair_dir.glob("*.png")))
+    assert len(all_pairs) == n * (n - 1)
+    a, b, c = folder_pairs(ctrlhair_dir, 7, seed=1), folder_pairs(ctrlhair_dir, 7, seed=1), folder_pairs(ctrlhair_dir, 7, seed=2)
+    assert a == b and a != c and len(set(a)) == 7
+
+
+# ------------------------------------------------------------------------- the CI floors
+# Each floor is a test of its own, on the median of a fixed seeded sample (classic refine). A
+# floor today's try-on does not reach is marked as expected to fail, with the measured figure;
+# the mark is strict, so that a floor that starts passing fails here until its mark is removed.
+#
+# ../shared/faces: the issue's floors, on 8 seeded pairs of ../shared/faces/loho.
+FACES_FLOORS = {"hair_iou": (">=", 0.85), "hair_delta_e": ("<=", 6.0), "nonhair_psnr": (">=", 34.0),
+                "leftover": ("<", 0.01), "skin_delta_e": ("<=", 3.0)}
+FACES_SAMPLE = 8
+FACES_SHORT = {
+    "nonhair_psnr": "28.1 dB on the sample (7 of 8 done): the rebuild of the old hair's place changes pixels "
+                    "beyond the hair, along its edge and at the brows (29.4 dB over all 156 loho pairs at 01de360)",
+    "skin_delta_e": "15.0 on the sample since the matting merge (2.9 before it, at 01de360): rebuilt foreheads "
+                    "come out as grey or brown patches",
+}
+# ../shared/portraits: what the realism work reached, measured on 6 seeded pairs at 01de360 (5
+# done; medians hair IoU 0.785, hair dE 7.00, non-hair PSNR 32.5 dB, leftover 0.32%, skin dE 5.10
+# over 3 pairs), the floors a little below. Over 48 seeded pairs the medians were 0.771, 2.44,
+# 31.5 dB, 0.50%, 4.89: six pairs of ordinary photos make a noisy sample. The lead raises these.
+PORTRAITS_HAIR_IOU = 0.78
+PORTRAITS_HAIR_DELTA_E = 7.1
+PORTRAITS_NONHAIR_PSNR = 32.0
+PORTRAITS_LEFTOVER = 0.004
+PORTRAITS_SKIN_DELTA_E = 5.2
+PORTRAITS_SAMPLE = 6
+PORTRAITS_FLOORS = {"hair_iou": (">=", PORTRAITS_HAIR_IOU), "hair_delta_e": ("<=", PORTRAITS_HAIR_DELTA_E),
+                    "nonhair_psnr": (">=", PORTRAITS_NONHAIR_PSNR), "leftover": ("<", PORTRAITS_LEFTOVER),
+                    "skin_delta_e": ("<=", PORTRAITS_SKIN_DELTA_E)}
+PORTRAITS_SHORT = {
+    "hair_iou": "0.16 on the sample since the matting merge: the parser no longer sees the new hair as hair "
+                "where the layer became a flat textured blob (e.g. Azure-Samples_detection2 <- i5R8hbZFDdc, 0.11)",
+    "hair_delta_e": "8.7 on the sample since the matting merge (the new hair's colour drifts, black to brown)",
+    "skin_delta_e": "8.4 on the sample since the matting merge",
+}
+
+
+def _check_floor(summary, measure, floor):
+    op, f = floor
+    ops = {">=": lambda v: v >= f, "<=": lambda v: v <= f, "<": lambda v: v < f}
+    median = summary["measures"][measure]["median"]
+    print(f"{measure} median {median} (floor {op} {f})")
+    assert median is not None and ops[op](median), f"{measure} median {median} is below the floor {op} {f}"
+
+
+def _sample_eval(folder, n, tmp):
+    rep = run_eval(folder_pairs(folder, n, seed=0), tmp, RunOptions(refine="classic"), progress=False)
+    assert rep.summary["failed"] == 0 and rep.summary["ok"] >= n // 2, rep.summary["not_ok"]
+    return rep.summary
+
+
+@pytest.fixture(scope="module")
+def faces_eval(loho_dir, tmp_path_factory):
+    return _sample_eval(loho_dir, FACES_SAMPLE, tmp_path_factory.mktemp("faces_eval"))
+
+
+@pytest.fixture(scope="module")
+def portraits_eval(tmp_path_factory):
+    from conftest import faces_root
+
+    folder = faces_root().parent / "portraits"
+    if not folder.is_dir():
+        pytest.skip(f"ordinary photos not found at {folder}")
+    return _sample_eval(folder, PORTRAITS_SAMPLE, tmp_path_factory.mktemp("portraits_eval"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("measure", list(FACES_FLOORS))
+def test_quality_floor_on_faces(faces_eval, measure, request):
+    if measure in FACES_SHORT:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=FACES_SHORT[measure]))
+    _check_floor(faces_eval, measure, FACES_FLOORS[measure])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("measure", list(PORTRAITS_FLOORS))
+def test_quality_floor_on_portraits(portraits_eval, measure, request):
+    if measure in PORTRAITS_SHORT:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=PORTRAITS_SHORT[measure]))
+    _check_floor(portraits_eval, measure, PORTRAITS_FLOORS[measure])
