@@ -92,10 +92,10 @@ def test_controls_are_checked_on_the_server():
 
     service = TryOnService.__new__(TryOnService)
     assert service.options({}) == {"refine": "auto", "noise_level": 500, "steps": 25, "seed": 0,
-                                   "target_face": 0, "source_face": 0}
+                                   "target_face": 0, "source_face": 0, "color": "source"}
     assert service.options({"seed": None, "noise_level": 300.0})["seed"] is None
     for bad in ({"refine": "none"}, {"noise_level": 0}, {"noise_level": 1001}, {"steps": 10_000},
-                {"seed": -1}, {"seed": 1.5}, {"target_face": "x"}):
+                {"seed": -1}, {"seed": 1.5}, {"target_face": "x"}, {"color": "blue"}):
         with pytest.raises(HairTryOnError):
             service.options(bad)
 
