@@ -15,7 +15,8 @@ Catalogue: ``hairtryon catalog`` on ``--styles`` styles against ``hairtryon swap
 style, both from the command line (models loaded by each process, as a person would run them),
 both with ``--force`` so that every style does the whole try-on.
 
-    .venv/bin/python benchmarks/bench_colour.py --out out/bench_colour [--colour-only|--catalog-only]
+    .venv/bin/python benchmarks/bench_colour.py --out out/bench_colour [--colour-only|--catalog-only] [--judge /tmp/judge-venv/bin/python]
+    .venv/bin/python benchmarks/bench_colour.py --out out/bench_colour --summary-only [--judge ...]
 """
 from __future__ import annotations
 
@@ -57,13 +58,14 @@ def colour_set(tool, photos, n: int, seed: int, label: str, out: Path, max_tries
     from hairtryon import colour
     from hairtryon.checks import CannotDoWell
     from hairtryon.errors import HairTryOnError
+    from hairtryon.images import save_image
 
     rng = random.Random(seed)
     seen, rows, tiles = set(), [], []
     declined, refused = [], []
     print(f"\n== {label}: {n} triples (seed {seed}) from {len(photos)} photos", flush=True)
     print(f"{'target':>20s} {'shape':>20s} {'colour':>20s} {'dE':>6s} {'dE0':>6s} {'dIoU':>7s} {'HF':>5s} "
-          f"{'HFabs':>5s} {'sec':>5s}")
+          f"{'HFrel':>5s} {'sec':>5s}")
     tries = 0
     while len(rows) < n and tries < max_tries:
         tries += 1
@@ -93,17 +95,21 @@ def colour_set(tool, photos, n: int, seed: int, label: str, out: Path, max_tries
         f = colour.figures(tool, base, col, ref)
         f.update(target=str(t), shape=str(s), reference=str(r), seconds=time.perf_counter() - t0)
         rows.append(f)
+        results = out / f"{label}_results"
+        f["base_png"] = str(save_image(base.image, results / f"{len(rows):02d}_without.png"))
+        f["colour_png"] = str(save_image(col.image, results / f"{len(rows):02d}_with.png"))
         print(f"{tag(t):>20s} {tag(s):>20s} {tag(r):>20s} {f['delta_e']:6.2f} {f['delta_e_before']:6.2f} "
-              f"{f['iou_change']:+7.3f} {f['hf_ratio']:5.2f} {f['hf_ratio_abs']:5.2f} {f['seconds']:5.1f}", flush=True)
+              f"{f['iou_change']:+7.3f} {f['hf_ratio_abs']:5.2f} {f['hf_ratio']:5.2f} {f['seconds']:5.1f}", flush=True)
         fr = base.target.frame
         tiles.append([(f"T {tag(t)}", _head(base.target)), (f"shape {tag(s)}", _head(base.source)),
                       (f"colour {tag(r)}", _head(ref)), ("without --color", _cut(base.image, fr)),
                       (f"with --color, dE {f['delta_e']:.1f}", _cut(col.image, fr))])
         del base, col
     sheets = contact_sheets(tiles, out, label)
-    summary(rows, declined, refused, label, tries)
     (out / f"{label}.json").write_text(json.dumps({"rows": rows, "declined": [list(map(str, d)) for d in declined],
-                                                   "refused": [list(map(str, d)) for d in refused]}, indent=1))
+                                                   "refused": [list(map(str, d)) for d in refused], "drawn": tries},
+                                                  indent=1))
+    summary(rows, declined, refused, label, tries)
     print(f"contact sheets: {', '.join(map(str, sheets))}")
     return rows
 
@@ -136,7 +142,7 @@ def summary(rows, declined, refused, label: str, tries: int) -> None:
         return
     med = lambda k: statistics.median(r[k] for r in rows)
     de = [r["delta_e"] for r in rows]
-    hf = [r["hf_ratio"] for r in rows]
+    hf = [r["hf_ratio_abs"] for r in rows]
     dio = [abs(r["iou_change"]) for r in rows]
     print(f"\n{label}: {len(rows)} triples done ({len(declined)} declined by the checks, {len(refused)} refused, "
           f"{tries} drawn)")
@@ -145,9 +151,50 @@ def summary(rows, declined, refused, label: str, tries: int) -> None:
     print(f"  hair-shape IoU change vs the run without --color: median {statistics.median(dio):.4f}, max "
           f"{max(dio):.4f} (within 0.01 on {sum(d <= 0.01 for d in dio)} of {len(dio)}); IoU of the two runs' hair "
           f"median {med('iou_runs'):.3f}")
-    print(f"  high-frequency energy ratio (relative to the hair's L* spread): median {med('hf_ratio'):.3f}, range "
+    print(f"  strands' high-frequency energy, with over without --color: median {med('hf_ratio_abs'):.3f}, range "
           f"{min(hf):.3f}-{max(hf):.3f} (within 15% on {sum(abs(h - 1) <= 0.15 for h in hf)} of {len(hf)}); "
-          f"absolute ratio median {med('hf_ratio_abs'):.2f}")
+          f"relative to the hair's L* spread: median {med('hf_ratio'):.2f}")
+    judged = [r for r in rows if "judge_de" in r]
+    if judged:
+        jm = lambda k: statistics.median(r[k] for r in judged)
+        jd = [abs(r["judge_iou_change"]) for r in judged]
+        print(f"  the independent judge (../shared/judge, its own parser), {len(judged)} triples: CIEDE2000 result vs "
+              f"reference median {jm('judge_de'):.2f} (without --color {jm('judge_de_before'):.2f}); shape IoU change "
+              f"median {statistics.median(jd):.4f}, max {max(jd):.4f} (within 0.01 on {sum(d <= 0.01 for d in jd)})")
+
+
+def judge(rows, python: str) -> None:
+    """The independent judge's figures (``../shared/judge/judge.py score``) added to each row:
+    its CIEDE2000 of the result's hair against the reference's (with and without colour), and
+    its shape IoU against the source (with and without colour)."""
+    script = SHARED / "judge" / "judge.py"
+
+    def score(t, s, result):
+        r = subprocess.run([python, str(script), "score", t, s, result], capture_output=True, text=True)
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+        return json.loads(lines[-1]) if lines else {}
+
+    for row in rows:
+        with_ref, without_ref = score(row["target"], row["reference"], row["colour_png"]), \
+            score(row["target"], row["reference"], row["base_png"])
+        with_src, without_src = score(row["target"], row["shape"], row["colour_png"]), \
+            score(row["target"], row["shape"], row["base_png"])
+        try:
+            row.update(judge_de=with_ref["de_color"], judge_de_before=without_ref["de_color"],
+                       judge_iou=with_src["iou_shape"], judge_iou_change=with_src["iou_shape"] - without_src["iou_shape"])
+        except (KeyError, TypeError):
+            print(f"  the judge could not score {Path(row['colour_png']).name}", file=sys.stderr)
+
+
+def resummarise(out: Path, python=None) -> None:
+    for label in ("faces", "portraits"):
+        path = out / f"{label}.json"
+        if path.is_file():
+            data = json.loads(path.read_text())
+            if python:
+                judge(data["rows"], python)
+                path.write_text(json.dumps(data, indent=1))
+            summary(data["rows"], data["declined"], data["refused"], label, data.get("drawn", 0))
 
 
 # ---------------------------------------------------------------------------------- catalogue
@@ -197,12 +244,18 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=15)
     ap.add_argument("--colour-only", action="store_true")
     ap.add_argument("--catalog-only", action="store_true")
+    ap.add_argument("--summary-only", action="store_true", help="print the summaries of the JSON in --out again")
+    ap.add_argument("--judge", metavar="PYTHON", help="also score with ../shared/judge run by this Python "
+                                                       "(its venv, e.g. /tmp/judge-venv/bin/python)")
     args = ap.parse_args(argv)
     faces, portraits, out = Path(args.faces), Path(args.portraits), Path(args.out)
     if not faces.is_dir():
         print(f"portraits not found at {faces}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
+    if args.summary_only:
+        resummarise(out, args.judge)
+        return 0
     if not args.catalog_only:
         from hairtryon.pipeline import HairTryOn
 
@@ -211,6 +264,9 @@ def main(argv=None) -> int:
         if portraits.is_dir():
             colour_set(tool, portrait_photos(portraits), args.portraits_n, args.seed, "portraits", out)
         del tool
+        if args.judge:
+            print("\n== the same results scored by the independent judge")
+            resummarise(out, args.judge)
     if not args.colour_only:
         catalog_speed(faces, args.styles, out)
     return 0

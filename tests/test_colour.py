@@ -239,3 +239,36 @@ def test_colour_in_the_web_service(tool, ctrlhair_dir, tmp_path):
     assert any(n.startswith("Hair colour: L*") for n in res.notes), res.notes
     assert "hair_colour" in res.meta
     assert service.colour({"color": "keep"}, None) == "keep" and service.colour({"color": "source"}, pink) is None
+
+
+def test_the_page_takes_a_colour_photo_over_http(tool, ctrlhair_dir, tmp_path, monkeypatch):
+    """The page's HTTP API (``/tryon``): the colour photo and its choice are the last two
+    arguments, both optional, so that a client written before them still works."""
+    pytest.importorskip("gradio")
+    import socket
+
+    from gradio_client import Client, handle_file
+
+    from hairtryon.web import TryOnService, build_app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # uploads land in the service's folder, as in serve()
+    app = build_app(TryOnService(tool, tmp_path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/tryon"]["parameters"]
+        names = [p["parameter_name"] for p in params]
+        assert names[:8] == ["target", "source", "refine", "noise_level", "steps", "seed", "target_face",
+                             "source_face"] and names[8:] == ["color", "color_photo"], names
+        t, s = (handle_file(str(ctrl(ctrlhair_dir, n))) for n in ("CelebaMask_HQ___19156", "CelebaMask_HQ___04884"))
+        old = client.predict(target=t, source=s, refine="classic", noise_level=500, steps=25, seed=0, target_face=0,
+                             source_face=0, api_name="/tryon")  # as clients called it before the colour
+        assert "Done:" in old[3] and "Hair colour" not in old[3]
+        new = client.predict(target=t, source=s, refine="classic", color="photo", api_name="/tryon",
+                             color_photo=handle_file(str(ctrl(ctrlhair_dir, "ffhq___49828"))))
+        assert "Hair colour: L*" in new[3], new[3]
+    finally:
+        app.close()

@@ -439,8 +439,10 @@ def build_app(service: TryOnService, examples: Optional[Sequence[Sequence[str]]]
 
         # the inputs by name (the API's parameter names), then gradio's progress tracker: it
         # follows the pipeline's tqdm bars (its stages, SDEdit's steps)
+        optional = {p.name for p in PHOTOS if not p.required and p.after_controls}  # default None: optional in the API
         tryon.__signature__ = inspect.Signature(
-            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                               **({"default": None} if n in optional else {})) for n in names]
             + [inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                  default=gr.Progress(track_tqdm=True))])
         work = run.click(clear, None, outputs, queue=False, show_progress="hidden", api_visibility="private").then(
