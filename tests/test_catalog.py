@@ -7,6 +7,8 @@ small photos from the CLI).
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -63,13 +65,21 @@ def test_catalog_of_a_folder(tool, loho_dir, maskgan_dir, tmp_path, monkeypatch)
     target = maskgan_dir / "0.jpg"
     calls = []
     find = tool.landmarker.find
-    monkeypatch.setattr(tool.landmarker, "find", lambda image, face=0: calls.append(image.shape) or find(image, face))
+
+    def counted(image, face=0, what="the image"):
+        calls.append(hashlib.sha1(np.ascontiguousarray(image)).hexdigest())
+        return find(image, face, what)
+
+    monkeypatch.setattr(tool.landmarker, "find", counted)
     before = sorted(p.name for p in tmp_path.rglob("*"))
 
     cat = tool.catalog(target, styles, refine="none")
 
     assert [s.name for s in cat.styles] == sorted([p.name for p in photos] + ["05000.jpg"])
-    assert len(calls) == 1 + len(photos), "the target is analysed once, each style once"
+    target_sha = hashlib.sha1(load_image(target)).hexdigest()
+    # the target analysed once (and once more in the wide frame if a style's hair is bigger than
+    # its frame), each style once
+    assert 1 <= calls.count(target_sha) <= 2 and len(calls) - calls.count(target_sha) == len(photos), calls
     broken = cat.styles[[s.name for s in cat.styles].index("05000.jpg")]
     assert not broken.ok and "cannot read" in broken.reason and "05000.jpg" in broken.reason and broken.photo is None
     assert len(cat.done) >= 3, [(s.name, s.reason) for s in cat.styles]

@@ -23,9 +23,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from .colour import photo_name
+from .colour import REFERENCE, photo_name
 from .errors import HairTryOnError
-from .images import ImageLike, load_image, save_image
+from .images import ImageLike, save_image
 
 # the extensions a style folder's photos may have (every other file is left out, and said)
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif", ".mpo")
@@ -36,7 +36,8 @@ class Style:
     """One style of a catalogue. ``name``: how the grid labels it (the file name, or
     'style N'); ``photo``: (H, W, 3) uint8 the style photo (None when it could not be read);
     ``image``: (H, W, 3) uint8 the try-on at the target's full resolution (None when it failed
-    or was not kept); ``reason``: why it failed (one sentence), else None; ``warnings``: the
+    or was not kept); ``output``: the same in the target's own kind when that is not RGB (a grey
+    photo, transparency; see ``TryOnResult.output``), else None; ``reason``: why it failed (one sentence), else None; ``warnings``: the
     try-on's one-line messages; ``seconds``: time spent on it; ``path``: where the result was
     written (with ``out_dir``). ``tile``/``photo_tile``: the result's and the photo's head crops for
     the grid."""
@@ -44,6 +45,7 @@ class Style:
     name: str
     photo: Optional[np.ndarray] = None
     image: Optional[np.ndarray] = None
+    output: Optional[np.ndarray] = field(default=None, repr=False)
     reason: Optional[str] = None
     warnings: List[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -95,7 +97,8 @@ class Catalog:
         if out_dir is not None:
             for s in self.styles:
                 if s.ok and s.image is not None:
-                    s.path = save_image(s.image, result_path(out_dir, self.target_name, s.name))
+                    s.path = save_image(s.image if s.output is None else s.output,
+                                        result_path(out_dir, self.target_name, s.name))
                     written.append(s.path)
         if gallery_path is not None:
             written.append(save_image(self.gallery(), gallery_path))
@@ -114,6 +117,9 @@ def style_photos(folder: Union[str, os.PathLike]) -> List[Path]:
     if not photos:
         raise HairTryOnError(f"the styles folder {folder} holds no photos ({', '.join(PHOTO_EXTENSIONS)}).")
     return photos
+
+
+RESULT_FILES = r".+__.+\.png"  # what --out-dir holds: TARGET__STYLE.png
 
 
 def result_path(out_dir: Union[str, os.PathLike], target_name: str, style_name: str) -> Path:
@@ -139,41 +145,43 @@ def run(tool, target: ImageLike, styles, color=None, progress: bool = False, out
     styles = list(styles)
     if not styles:
         raise HairTryOnError("the catalogue needs at least one style photo.")
-    target_name = Path(target).name if isinstance(target, (str, os.PathLike)) else "target"
-    image = load_image(target)
-    tgt = tool.analyze(image, options.get("target_face", 0))
-    reference = tool.reference_colour(color, tgt, target)  # once, before any style
+    photo = tool.load(target, "target")  # loaded and analysed once; every style reuses them
+    target_name = photo.name or "target"
+    tgt = tool.analyze(photo, options.get("target_face", 0), "target")
+    reference = tool.reference_colour(color, tgt, photo)  # once, before any style
     if color is None:
         said = "each style's own"
     elif isinstance(color, str) and color == "keep":
-        said = f"kept from {photo_name(target, 'your photo (the target)')}"
+        said = f"kept from {photo_name(photo, 'target')}"
     else:
-        said = f"from {photo_name(color, 'the colour reference')}"
+        said = f"from {photo_name(color, REFERENCE)}"
     if reference is not None:
         said += f", {reference.describe()}"
-    cat = Catalog(image, target_name, head_tile(image, tgt.frame), [], said)
+    cat = Catalog(photo.rgb, target_name, head_tile(photo.rgb, tgt.frame), [], said)
     bar = tqdm(styles, desc="catalogue", unit="style", disable=not progress, file=sys.stderr)
     for i, item in enumerate(bar):
         style = Style(_name(item, i))
         bar.set_postfix_str(style.name[:30])
         t0 = time.perf_counter()
         try:
-            style.photo = load_image(item)
+            source = tool.load(item, "source")
+            style.photo = source.rgb
             try:
-                src = tool.analyze(style.photo, options.get("source_face", 0))
+                src = tool.analyze(source, options.get("source_face", 0), "source")
                 style.photo_tile = head_tile(style.photo, src.frame)
             except HairTryOnError:
                 style.photo_tile = head_tile(style.photo)
                 raise
-            result = tool(image, style.photo, color=reference, **options)
+            result = _quietly(tool, photo, source, color=reference, **options)
             style.warnings = list(result.meta.get("warnings", []))
             style.tile = head_tile(result.image, tgt.frame)
-            style.image = result.image
+            output = result.output
+            style.image, style.output = result.image, (None if output is result.image else output)
             if out_dir is not None:
-                style.path = save_image(result.image, result_path(out_dir, target_name, style.name))
+                style.path = save_image(output, result_path(out_dir, target_name, style.name))
                 if not keep_images:
-                    style.image = None
-            del result
+                    style.image = style.output = None
+            del result, output
         except HairTryOnError as exc:
             style.reason = str(exc).strip()
         except Exception as exc:  # a bug on one photo must not lose the others; its trace goes to stderr
@@ -186,6 +194,18 @@ def run(tool, target: ImageLike, styles, color=None, progress: bool = False, out
     bar.close()
     cat.seconds = time.perf_counter() - t_start
     return cat
+
+
+def _quietly(tool, *args, **kwargs):
+    """One style's try-on without its RefineFallbackWarning (its meta['warnings'] says it, and
+    the catalogue says each warning once)."""
+    import warnings
+
+    from .pipeline import RefineFallbackWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RefineFallbackWarning)
+        return tool(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------- pictures

@@ -9,7 +9,7 @@ its metadata (``meta['concerns']``). ``force=True`` turns declines into warnings
 | check | measured on | warn | decline |
 | --- | --- | --- | --- |
 | headwear | parser's ``hat`` part over hair+hat | source: hat >= 15% | hat >= 40% (source or target) |
-| head turned | yaw from Face Mesh (:func:`yaw_degrees`) | > 25° | > 40° |
+| head turned | yaw from Face Mesh's 3-D points (``Landmarks.yaw_degrees``) | > 25° | > 40° |
 | heads turned apart | target yaw - source yaw | > 30° | > 45° |
 | hair cut off by the photo | source hair along the photo's edges, where it lands inside the target photo | one side | two or more sides |
 | hands | MediaPipe Hands | | a hand touches the source's hair, or what the try-on changes in the target |
@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from .errors import HairTryOnError
-from .framing import disk
+from .framing import grow as grow_mask
 
 HAT_WARN, HAT_DECLINE = 0.15, 0.40
 YAW_WARN, YAW_DECLINE = 25.0, 40.0
@@ -76,30 +76,6 @@ class Checks:
 
 
 # ------------------------------------------------------------------------------------ measures
-NOSE_DEPTH = 0.8  # nose tip in front of the outer eye corners (about 3.8 cm), over half their distance (4.7 cm)
-
-
-def yaw_degrees(mesh: np.ndarray) -> float:
-    """Signed head yaw in degrees from Face Mesh points ((468, 2) pixels). The nose tip (point
-    1) stands in front of the outer eye corners (points 33 and 263): turning the head by θ moves
-    it sideways, so that r = (dl - dr) / (dl + dr), with dl and dr the nose's distances to the
-    two corners along the eye line, is ``NOSE_DEPTH`` tan θ. 0 = frontal; positive = the nose
-    points to the image's right. Near a profile (one corner behind the nose) it saturates at
-    about 55°."""
-    nose, a, b = mesh[1].astype(np.float64), mesh[33].astype(np.float64), mesh[263].astype(np.float64)
-    if a[0] > b[0]:
-        a, b = b, a
-    axis = b - a
-    width = float(np.linalg.norm(axis))
-    if width < 1e-6:
-        return 90.0
-    u = axis / width
-    dl = float(np.dot(nose - a, u))
-    dr = width - dl
-    r = float(np.clip((dl - dr) / width, -1.0, 1.0))
-    return float(np.degrees(np.arctan(r / NOSE_DEPTH)))
-
-
 def hat_share(hair_prob: np.ndarray, hat_prob: np.ndarray) -> float:
     """Share of the hair+headwear pixels ((S, S) float32 probabilities of the 5-class hair, which
     includes headwear, and of the parser's hat part) that are headwear."""
@@ -182,7 +158,7 @@ def plausible_hands(hands: Sequence[np.ndarray], face_height: float, image: Opti
 def _hull_mask(points: np.ndarray, size: int, grow: float) -> np.ndarray:
     mask = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1)
-    return cv2.dilate(mask, disk(grow)).astype(bool)
+    return grow_mask(mask.astype(bool), grow)
 
 
 def touches(points_list: Sequence[np.ndarray], region: np.ndarray, grow: float) -> bool:
@@ -198,17 +174,20 @@ def _name(role: str) -> str:
     return f"the {role} photo"
 
 
-def photo_checks(role: str, hair_prob: np.ndarray, hat_prob: Optional[np.ndarray], mesh: np.ndarray,
+def photo_checks(role: str, hair_prob: np.ndarray, hat_prob: Optional[np.ndarray], yaw: float,
                  inside: np.ndarray, hands: Sequence[np.ndarray], other_faces: Sequence[np.ndarray],
                  face_width: float) -> List[Concern]:
     """Concerns about one photo in its work frame: ``hair_prob`` (S, S) float32 (5-class hair,
     headwear included), ``hat_prob`` (S, S) float32 or None (the parser has no hat part),
-    ``mesh`` (468, 2), ``hands`` and ``other_faces`` lists of (N, 2) point sets, all in frame
-    pixels; ``inside`` (S, S) bool; ``face_width`` in frame pixels."""
+    ``yaw`` the head's yaw in degrees (:attr:`hairtryon.landmarks.Landmarks.yaw_degrees`),
+    ``hands`` and ``other_faces`` lists of (N, 2) point sets in frame pixels; ``inside`` (S, S)
+    bool; ``face_width`` in frame pixels."""
     out: List[Concern] = []
     name = _name(role)
     hair = hair_prob > 0.5
-    if hat_prob is not None:
+    # on a head turned beyond the limit the parser's hat part is unreliable (it calls thick braids
+    # seen from the side a hat): that photo is declined for its turn alone
+    if hat_prob is not None and abs(yaw) <= YAW_DECLINE:
         share = hat_share(hair_prob, hat_prob)
         if share >= HAT_DECLINE:
             what = "its hairstyle is mostly hidden under headwear" if role == "source" else \
@@ -218,7 +197,6 @@ def photo_checks(role: str, hair_prob: np.ndarray, hat_prob: Optional[np.ndarray
         elif share >= HAT_WARN and role == "source":
             out.append(Concern("headwear", role, f"In {name}, headwear covers {share:.0%} of the hair; "
                                                  "it may be carried over as hair.", False, share))
-    yaw = yaw_degrees(mesh)
     if abs(yaw) > YAW_DECLINE:
         out.append(Concern("yaw", role, f"In {name}, the head is turned too far ({abs(yaw):.0f}° from frontal; "
                                         f"the 4-point mapping works up to {YAW_DECLINE:.0f}°).", True, yaw))

@@ -14,20 +14,71 @@ from typing import List, Optional
 from .errors import HairTryOnError
 
 
+STAGE_FILES = r"(\d\d_[a-z0-9_]+|stages)\.png"  # what --save-stages writes
+
+
 def _out_sibling(out: Path, suffix: str) -> Path:
     return out.with_name(out.stem + suffix + ".png")
 
 
+def _progress() -> bool:
+    """Progress bars only on a terminal: in a log or a pipe they would share lines with messages."""
+    return sys.stderr.isatty()
+
+
+def _warn(message: str) -> None:
+    """One warning line for the person, on its own line (progress bars are closed by then)."""
+    print(f"hairtryon: warning: {message}", file=sys.stderr)
+
+
+def _check_outputs(args, inputs) -> None:
+    """Every output of a photo command validated before any photo is read or model loaded."""
+    from .images import check_output_path
+
+    check_output_path(args.output, inputs)
+    if getattr(args, "save_stages", None):
+        check_output_path(args.save_stages, inputs, folder=True, writes=STAGE_FILES)
+
+
+def _load_pair(args):
+    """The target and source photos (errors name the photo and its role), before any model loads."""
+    from .images import load_photo
+
+    return load_photo(args.target, "target"), load_photo(args.source, "source")
+
+
+def _transparency_note(target, out) -> List[str]:
+    from .images import ALPHA_FORMATS, writable_format
+
+    if target.alpha is not None and writable_format(out) not in ALPHA_FORMATS:
+        return [f"{Path(out).name} cannot hold transparency: the target's transparent parts were flattened onto "
+                "white (write a .png to keep them)."]
+    return []
+
+
+def _run_quietly(fn, *a, **kw):
+    """Call the API without its RefineFallbackWarning: the CLI prints meta['warnings'] itself."""
+    import warnings
+
+    from .pipeline import RefineFallbackWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RefineFallbackWarning)
+        return fn(*a, **kw)
+
+
 # ------------------------------------------------------------------------------------ commands
 def cmd_parse(args) -> int:
-    from .images import load_image, save_image
+    from .images import check_output_path, load_image, save_image
     from .landmarks import detect_landmarks
     from .segmentation import get_segmenter, parse
 
+    out = Path(args.output)
+    check_output_path(out, [args.image])
+    check_output_path(_out_sibling(out, "_labels"), [args.image])
     image = load_image(args.image)
     landmarks = detect_landmarks(image, args.face) if args.face else None
     sm = parse(image, get_segmenter(args.segmenter), landmarks=landmarks)
-    out = Path(args.output)
     save_image(sm.colorize(), out)
     labels_path = _out_sibling(out, "_labels")
     save_image(sm.labels, labels_path)
@@ -43,7 +94,7 @@ def cmd_landmarks(args) -> int:
     from .landmarks import default_landmarker
 
     image = load_image(args.image)
-    lm = default_landmarker()(image, args.face)
+    lm = default_landmarker()(image, args.face, what=Path(args.image).name)
     print(json.dumps(lm.to_dict(), indent=2 if args.pretty else None))
     return 0
 
@@ -64,29 +115,34 @@ def _sdedit_options(args) -> dict:
 
 
 def _colour_arg(args):
-    """``--color`` as ``HairTryOn`` takes it: None, 'keep' or the reference's path (read once
+    """``--color`` as ``HairTryOn`` takes it: None, 'keep' or the colour reference photo (read
     here, so that an unreadable file is said before the models load)."""
-    from .images import load_image
+    from .colour import REFERENCE
+    from .images import load_photo
 
-    if args.color not in (None, "keep"):
-        load_image(args.color)
-    return args.color
+    if args.color in (None, "keep"):
+        return args.color
+    return load_photo(args.color, REFERENCE)
 
 
 def cmd_swap(args) -> int:
     import re
     import time
 
-    from .images import load_image, save_image
+    from .images import save_image
     from .visualize import stage_grid
 
-    target, source = load_image(args.target), load_image(args.source)
+    _check_outputs(args, [args.target, args.source])  # a wrong -o fails at once, not after the work
+    target, source = _load_pair(args)
     color = _colour_arg(args)
     tool = _tool(args)
     t0 = time.perf_counter()
-    result = tool(target, source, refine=args.refine, target_face=args.target_face, source_face=args.source_face,
-                  progress=True, force=args.force, color=color, **_sdedit_options(args))
-    out = save_image(result.image, args.output)
+    result = _run_quietly(tool, target, source, refine=args.refine, target_face=args.target_face,
+                          source_face=args.source_face, progress=_progress(), force=args.force,
+                          color=color, **_sdedit_options(args))
+    out = save_image(result.output, args.output)
+    for message in result.meta.get("warnings", []) + _transparency_note(target, out):
+        _warn(message)
     if "alignment_fallback" in result.meta:
         print(f"hairtryon: note: similarity transform used ({result.meta['alignment_fallback']})", file=sys.stderr)
     if args.save_stages:
@@ -103,28 +159,34 @@ def cmd_swap(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .images import load_image, save_image
+    from .images import save_image
 
     try:
         levels = [int(v) for v in args.levels.split(",") if v.strip()]
     except ValueError:
         raise HairTryOnError(f"--levels takes comma-separated noise levels like 300,500,700,1000, got '{args.levels}'.") from None
-    target, source, color = load_image(args.target), load_image(args.source), _colour_arg(args)
+    _check_outputs(args, [args.target, args.source])
+    target, source = _load_pair(args)
+    color = _colour_arg(args)
     tool = _tool(args)
-    grid, _ = tool.sweep(target, source, levels, progress=True, color=color, **_sdedit_options(args))
+    grid, _ = tool.sweep(target, source, levels, progress=_progress(), color=color, **_sdedit_options(args))
     out = save_image(grid, args.output)
     print(f"wrote {out}: input, composite and SDEdit at t0 = {', '.join(map(str, levels))}")
     return 0
 
 
 def cmd_catalog(args) -> int:
-    from .catalog import style_photos
-    from .images import load_image
+    from .catalog import RESULT_FILES, style_photos
+    from .images import check_output_path, load_photo
 
-    load_image(args.target)  # an unreadable target, a missing or empty folder: said before the models load
-    styles, color = style_photos(args.styles), _colour_arg(args)
+    # a wrong output, an unreadable target, a missing or empty folder: said before the models load
+    styles = style_photos(args.styles)
+    check_output_path(args.output, [args.target, *styles])
+    if args.out_dir:
+        check_output_path(args.out_dir, [args.target, *styles], folder=True, writes=RESULT_FILES)
+    target, color = load_photo(args.target, "target"), _colour_arg(args)
     tool = _tool(args)
-    cat = tool.catalog(args.target, styles, color=color, progress=True, out_dir=args.out_dir,
+    cat = tool.catalog(target, styles, color=color, progress=_progress(), out_dir=args.out_dir,
                        keep_images=False, refine=args.refine, target_face=args.target_face, force=args.force,
                        **_sdedit_options(args))
     cat.save(gallery_path=args.output)
@@ -132,9 +194,8 @@ def cmd_catalog(args) -> int:
     for s in cat.done:
         for line in s.warnings:
             seen.setdefault(line, []).append(s.name)
-    for line, names in seen.items():
-        print(f"hairtryon: warning: {line}" + (f" ({len(names)} styles)" if len(names) > 1 else f" ({names[0]})"),
-              file=sys.stderr)
+    for line, names in seen.items():  # each warning once, with the styles it concerns
+        _warn(line + (f" ({len(names)} styles)" if len(names) > 1 else f" ({names[0]})"))
     for s in cat.failed:
         print(f"hairtryon: not done: {s.name}: {s.reason}", file=sys.stderr)
     per = cat.seconds / max(len(cat.styles), 1)
@@ -158,23 +219,27 @@ def demo_photos():
 
 
 def cmd_demo(args) -> int:
-    from .images import save_image
+    from .images import check_output_path, save_image
     from .pipeline import HairTryOn
     from .visualize import stage_grid
 
+    folder = check_output_path(args.output, folder=True)
     photos = demo_photos()
-    folder = Path(args.output)
     tool = HairTryOn(segmenter=args.segmenter)
+    shown = set()
     for target, source in (("astronaut", "grace_hopper"), ("grace_hopper", "astronaut")):
         # Grace Hopper wears her officer's cap: the checks would decline both pairs (headwear);
-        # the demo tries them anyway and prints why the result may look edited
-        result = tool(photos[target], photos[source], progress=True, force=True)
-        for line in result.meta.get("concerns", []):
-            print(f"hairtryon: note: {line['message']}", file=sys.stderr)
+        # the demo tries them anyway, and its warnings say why the result may look edited
+        result = _run_quietly(tool, photos[target], photos[source], progress=_progress(), force=True)
+        for message in result.meta.get("warnings", []):
+            if message not in shown:  # the same fallback for both runs is said once
+                _warn(message)
+                shown.add(message)
         save_image(photos[target], folder / f"{target}.png")
-        save_image(result.image, folder / f"{target}_with_{source}_hair.png")
+        save_image(result.output, folder / f"{target}_with_{source}_hair.png")
         save_image(stage_grid(result.stages, caption=f"{target} <- {source}"), folder / f"{target}_with_{source}_stages.png")
         print(f"wrote {folder / f'{target}_with_{source}_hair.png'} and its stage grid")
+    print(f"the demo's results are in {folder.resolve()}/ (open *_hair.png)")
     return 0
 
 
@@ -424,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"hairtryon: warning: {message}", file=sys.stderr)
+    _warn(str(message))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -438,7 +503,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HairTryOnError as exc:
-        msg = str(exc).strip()
+        msg = " ".join(str(exc).split())  # one line, whatever the message held
+        sys.stdout.flush()
         print(f"hairtryon: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -140,13 +140,19 @@ def _rank(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.interp(values, levels, qs)
 
 
+REFERENCE = "colour reference"  # the role of a colour photo in messages: "the colour reference photo red.jpg"
+
+
 def photo_name(image, role: str) -> str:
-    """How messages name a photo: ``role`` and, for a path, its file name ("the colour reference
-    (red.jpg)")."""
+    """How messages name a photo (:func:`errors.describe`): its role and, for a path or a loaded
+    photo, its file name ("the colour reference photo red.jpg", "the target photo me.jpg")."""
     import os
     from pathlib import Path
 
-    return f"{role} ({Path(image).name})" if isinstance(image, (str, os.PathLike)) else role
+    from .errors import describe
+
+    name = Path(image).name if isinstance(image, (str, os.PathLike)) else getattr(image, "name", "") or ""
+    return describe(name if isinstance(name, str) else "", role)
 
 
 # ---------------------------------------------------------------------------------- measuring
@@ -161,7 +167,7 @@ def measure(image: np.ndarray, hair: np.ndarray, face: Optional[np.ndarray] = No
     ``face`` ((H, W) bool): the face, whose area decides what "too little hair" is: fewer hair
     pixels than ``min_share`` of it (a buzz cut, a shaved head, no hair found) raises
     :class:`TooLittleHair` with one sentence naming ``what`` (e.g. "the colour reference
-    (red.jpg)"). Without ``face``, fewer than 500 pixels do."""
+    photo red.jpg"). Without ``face``, fewer than 500 pixels do."""
     hair = np.asarray(hair, bool)
     if erode_px > 0:
         core = cv2.erode(hair.astype(np.uint8), cv2.getStructuringElement(

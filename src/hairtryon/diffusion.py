@@ -229,6 +229,18 @@ def _hub_download(repo_id: str) -> Path:
     return config.parent.parent if sub else config.parent
 
 
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether huggingface_hub's cache holds a snapshot of ``repo_id`` with a UNet config (at its
+    root or in unet/). Looks at the cache folders only: no network, no diffusers import."""
+    from huggingface_hub import constants
+
+    snapshots = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    try:
+        return any((snap / sub / "config.json").is_file() for snap in snapshots.iterdir() for sub in ("", "unet"))
+    except OSError:
+        return False
+
+
 def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~", "\\")) or spec.count("/") > 1 or "\\" in spec or Path(spec).exists()
 
@@ -284,13 +296,27 @@ REFINE_MODES = ("auto", "sdedit", "off")
 def load_for_refine(refine: str = "auto", model: Optional[str] = None, device: str = "auto",
                     precision: str = "auto") -> Tuple[Optional[DiffusionModel], Optional[str]]:
     """``--refine`` semantics: ``off`` -> (None, None); ``sdedit`` -> (model, None) or
-    :class:`WeightsError`; ``auto`` -> (model, None), or (None, reason) when the diffusion model
-    cannot be had (offline and not cached, unreachable, bad folder): the caller keeps the classic
-    result, prints the reason as one warning line and records it in the result's metadata."""
+    :class:`WeightsError` (a Hub model is downloaded when missing); ``auto`` -> (model, None), or
+    (None, reason) when the diffusion model cannot be had (not in the cache: ``auto`` never
+    downloads, probes the Hub or imports diffusers then; a bad folder or corrupt weights): the
+    caller keeps the classic result, prints the reason as one warning line and records it in
+    the result's metadata."""
     if refine not in REFINE_MODES:
         raise HairTryOnError(f"unknown --refine '{refine}': use {', '.join(REFINE_MODES)}.")
     if refine == "off":
         return None, None
+    if refine == "auto":
+        spec = (model or DEFAULT_MODEL).strip()
+        if not _looks_like_path(spec) and not in_hub_cache(spec):
+            # auto never downloads: without a cached model there is nothing to import or probe
+            from huggingface_hub import constants
+
+            from .weights import is_offline
+
+            why = ("offline mode is on (HAIRTRYON_OFFLINE or HF_HUB_OFFLINE)" if is_offline()
+                   else "--refine auto does not download it (--refine sdedit does)")
+            return None, (f"SDEdit refinement skipped: the diffusion model {spec} is not in the Hugging Face cache "
+                          f"({constants.HF_HUB_CACHE}) and {why}: {_PLACE_HINT.format(repo=spec)}.")
     try:
         return load_diffusion_model(model, device=device, precision=precision), None
     except WeightsError as exc:

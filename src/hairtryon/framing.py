@@ -70,6 +70,20 @@ class Frame:
         return (slice(iy0, iy1), slice(ix0, ix1),
                 slice(iy0 - self.y0, iy1 - self.y0), slice(ix0 - self.x0, ix1 - self.x0))
 
+    def inside(self) -> np.ndarray:
+        """(size, size) bool: the frame's pixels that lie inside the photo (the rest is padding),
+        as :meth:`extract` of an all-ones mask with nearest sampling would give. Separable: one
+        row and one column are resampled, not a photo-sized mask."""
+        def axis(n: int, start: int) -> np.ndarray:
+            line = np.zeros((self.side, 1), np.uint8)
+            line[max(0, -start): max(0, min(self.side, n - start))] = 1
+            if self.size != self.side:
+                line = cv2.resize(line, (1, self.size), interpolation=cv2.INTER_NEAREST).reshape(self.size, 1)
+            return line[:, 0].astype(bool)
+
+        h, w = self.image_hw
+        return axis(h, self.y0)[:, None] & axis(w, self.x0)[None, :]
+
     def extract(self, image: np.ndarray, interpolation: int = -1,
                 border: int = cv2.BORDER_REPLICATE, border_value=0) -> np.ndarray:
         """The box's pixels of ``image`` (H, W[, C]) resized to (size, size[, C]).
@@ -117,3 +131,16 @@ def disk(radius: float) -> np.ndarray:
     """Elliptic structuring element of the given radius (at least 1) for OpenCV morphology."""
     r = max(int(round(radius)), 1)
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def grow(mask: np.ndarray, radius: float) -> np.ndarray:
+    """(H, W) bool ``mask`` grown by a disk of ``radius`` pixels (a dilation; through a distance
+    transform, so its cost does not grow with the radius). Negative radii shrink it."""
+    m = np.asarray(mask, bool)
+    if radius == 0:
+        return m.copy()
+    if radius < 0:
+        return ~grow(~m, -radius)
+    if not m.any():
+        return m.copy()
+    return cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 3) <= radius

@@ -25,8 +25,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from .framing import disk
-from .segmentation import BACKGROUND, FACE, HAIR, NECK
+from .framing import disk, grow
+from .segmentation import BACKGROUND, EARS, FACE, HAIR, NECK
 
 
 # ------------------------------------------------------------------------ the old hair
@@ -45,34 +45,55 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     hair = ((labels == HAIR) | (hair_prob > 0.3)).astype(np.uint8)
     hair = cv2.morphologyEx(hair, cv2.MORPH_CLOSE, disk(closing_px))
     face = labels == FACE
+    ears = labels == EARS  # the target's own ears stay (what the hair hid of them is not invented)
     if strand_band_px > 0 and hair.any():
         hair = (hair.astype(bool) | stray_strands(image, hair.astype(bool), face, strand_band_px)).astype(np.uint8)
-    wide = cv2.dilate(hair, disk(margin_px)).astype(bool) if margin_px > 0 else hair.astype(bool)
+    wide = grow(hair.astype(bool), margin_px)
     if face_margin_px <= 0 or face.sum() < 50 or not hair.any():
-        return wide & ~face
+        return wide & ~face & ~ears
     # strands and their shadow over the face: face pixels near the hair whose colour is nearer
     # the hair's than the skin's (or much darker than the skin)
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
-    skin = face & ~cv2.dilate(hair, disk(face_margin_px)).astype(bool)
+    skin = face & ~grow(hair.astype(bool), face_margin_px)
     if keep is not None:
         skin &= ~keep
     if skin.sum() < 50:
         skin = face
-    skin_col = np.median(lab[skin], axis=0)
-    hair_col = np.median(lab[cv2.erode(hair, disk(2)).astype(bool) | hair.astype(bool)], axis=0)
-    d_skin = np.linalg.norm(lab - skin_col, axis=-1)
-    d_hair = np.linalg.norm(lab - hair_col, axis=-1)
+    skin_col = np.median(lab[skin], axis=0).astype(np.float32)
+    hair_col = np.median(lab[hair.astype(bool)], axis=0).astype(np.float32)
+    d_skin = _distance(lab, skin_col)
+    d_hair = _distance(lab, hair_col)
     spread = 1.4826 * np.median(np.abs(lab[skin][:, 0] - skin_col[0])) + 1.0
-    near = cv2.dilate((hair.astype(bool) & ~face).astype(np.uint8), disk(face_margin_px)).astype(bool)
-    # hair-coloured, or darker than plain skin (the hair's shadow, translucent strands)
-    taken = face & near & ((d_hair < 0.8 * d_skin) | (lab[..., 0] < skin_col[0] - 1.5 * spread))
+    near = grow(hair.astype(bool) & ~face, face_margin_px)
+    # hair-coloured, or darker than the skin around it (the hair's shadow, baby hairs and
+    # translucent strands along the hairline)
+    from .compositing import normalized_blur
+
+    local = normalized_blur(lab, skin, 1.5 * face_margin_px)[..., 0]
+    local = np.where(np.isnan(local), skin_col[0], local)
+    darker = (lab[..., 0] < skin_col[0] - 1.5 * spread) | \
+        (lab[..., 0] < np.minimum(local, skin_col[0] + spread) - max(1.0 * spread, 4.0))
+    taken = face & near & ((d_hair < 0.8 * d_skin) | darker)
     if keep is not None:
         taken &= ~keep
     # only what is connected to the hair
     n, comp = cv2.connectedComponents((taken | hair.astype(bool)).astype(np.uint8), connectivity=8)
     ids = np.unique(comp[hair.astype(bool)])
     taken &= np.isin(comp, ids[ids > 0])
-    return (wide & ~face) | taken | (hair.astype(bool) & ~face)
+    # and the thin dark line the hair's edge leaves along what was taken
+    rim = face & grow(taken | (hair.astype(bool) & ~face), max(2.0, face_margin_px / 4)) & \
+        (lab[..., 0] < local - 1.0)
+    if keep is not None:
+        rim &= ~keep
+    taken |= rim
+    return ((wide & ~face) | taken | (hair.astype(bool) & ~face)) & ~ears
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distance along the last axis, in float32 (no photo-sized float64 temporaries)."""
+    d = np.subtract(a, b, dtype=np.float32)
+    np.multiply(d, d, out=d)
+    return np.sqrt(d.sum(axis=-1, dtype=np.float32))
 
 
 def stray_strands(image: np.ndarray, hair: np.ndarray, face: np.ndarray, band_px: int) -> np.ndarray:
@@ -84,22 +105,23 @@ def stray_strands(image: np.ndarray, hair: np.ndarray, face: np.ndarray, band_px
 
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     h8 = hair.astype(np.uint8)
-    band = cv2.dilate(h8, disk(band_px)).astype(bool) & ~hair & ~face
+    band = grow(hair, band_px) & ~hair & ~face
     if not band.any():
         return np.zeros_like(hair)
     core = cv2.erode(h8, disk(max(1, band_px // 3))).astype(bool)
     if core.sum() < 50:
         core = hair
-    far = ~cv2.dilate(h8, disk(2 * band_px)).astype(bool) & ~face
+    far = ~grow(hair, 2 * band_px) & ~face
     sigma = 2.0 * band_px
     hair_col = normalized_blur(lab, core, sigma)
     bg_col = normalized_blur(lab, far, sigma)
-    global_hair = np.median(lab[core], axis=0)
+    global_hair = np.median(lab[core], axis=0).astype(np.float32)
     hair_col = np.where(np.isnan(hair_col), global_hair, hair_col)
     ok = ~np.isnan(bg_col[..., 0])
-    d_hair = np.linalg.norm(lab - hair_col, axis=-1)
-    d_bg = np.linalg.norm(lab - np.where(ok[..., None], bg_col, lab), axis=-1)
-    separation = np.linalg.norm(hair_col - np.where(ok[..., None], bg_col, hair_col), axis=-1)
+    bg_col = np.where(ok[..., None], bg_col, hair_col)
+    d_hair = _distance(lab, hair_col)
+    d_bg = np.where(ok, _distance(lab, bg_col), np.inf)
+    separation = _distance(hair_col, bg_col)
     strand = band & ok & (separation > 12.0) & (d_hair < 0.6 * d_bg)
     # keep only what touches the hair (through other strand pixels)
     n, comp = cv2.connectedComponents((strand | hair).astype(np.uint8), connectivity=8)
@@ -180,8 +202,13 @@ def body_outline(labels: np.ndarray, removed: np.ndarray, oval: np.ndarray, chin
     far = down * 3.0 * s / max(abs(down[1]), 0.3)
     neck_l = base - side * half * 1.15
     neck_r = base + side * half * 1.15
-    left = _quadratic(neck_l, np.array([sl[0] + 0.55 * (neck_l[0] - sl[0]), (sl + lift)[1]]), sl + lift - out)
-    right = _quadratic(neck_r, np.array([sr[0] + 0.55 * (neck_r[0] - sr[0]), (sr + lift)[1]]), sr + lift + out)
+    # the shoulder's line falls gently from the neck's base to the shoulder's tip, then rounds
+    # down over the arm
+    def shoulder(neck_pt, tip):
+        ctrl = np.array([tip[0] + 0.5 * (neck_pt[0] - tip[0]), neck_pt[1] + 0.35 * (tip[1] - neck_pt[1])])
+        return _quadratic(neck_pt, ctrl, tip)
+    left = shoulder(neck_l, sl + lift - out)
+    right = shoulder(neck_r, sr + lift + out)
     poly = np.vstack([[top_l], [neck_l], left, [sl - out * 1.2 + far], [sr + out * 1.2 + far], right[::-1],
                       [neck_r], [top_r]])
     outline = np.zeros((s, s), np.uint8)
@@ -224,13 +251,22 @@ def face_mirror(mesh: np.ndarray, oval_index: np.ndarray) -> Optional[np.ndarray
 
 
 # ------------------------------------------------------------------------ the mapping mask
-def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width: int, below: float) -> np.ndarray:
+def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width: int, below: float,
+              mass: float = 0.0) -> np.ndarray:
     """Where the old hair was, the horizontal gaps (up to ``width`` pixels) between the face and
-    the new hair, above row ``below`` (the mouth): the new hairstyle was made for another head,
-    and on this one it would hang there. (S, S) bool."""
+    the new hair, above row ``below`` (the chin): the new hairstyle was made for another head,
+    and on this one it would hang there. Only gaps against a mass of hair count: ``new_hair``
+    ((S, S) bool) is opened by ``mass`` pixels first, so a few loose strands beside the face do
+    not turn the space between into a block of hair. (S, S) bool."""
+    body = new_hair
+    if mass > 0:
+        body = cv2.morphologyEx(new_hair.astype(np.uint8), cv2.MORPH_OPEN, disk(mass)).astype(bool)
     kernel = np.ones((1, 2 * int(width) + 1), np.uint8)
-    closed = cv2.morphologyEx((new_hair | face).astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
+    closed = cv2.morphologyEx((body | face).astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
     gaps = closed & ~new_hair & ~face & removed
+    # rows where face and hair stood a little farther apart would leave a notch in it
+    tall = np.ones((2 * int(width) + 1, 1), np.uint8)
+    gaps |= cv2.morphologyEx(gaps.astype(np.uint8), cv2.MORPH_CLOSE, tall).astype(bool) & ~new_hair & ~face & removed
     gaps[int(max(0, below)):] = False
     return gaps
 
@@ -271,12 +307,10 @@ class TargetRegions:
 def features_mask(mesh: np.ndarray, size: int, grow: float) -> np.ndarray:
     """The face's eyes, brows and lips ((S, S) bool): the convex hulls of their Face Mesh points
     (``mesh`` (468, 2) frame points), grown by ``grow`` pixels."""
-    from mediapipe.python.solutions import face_mesh_connections as fmc
+    from .landmarks import feature_indices
 
     mask = np.zeros((size, size), np.uint8)
-    for part in (fmc.FACEMESH_LEFT_EYE, fmc.FACEMESH_RIGHT_EYE, fmc.FACEMESH_LEFT_EYEBROW,
-                 fmc.FACEMESH_RIGHT_EYEBROW, fmc.FACEMESH_LIPS):
-        idx = sorted({i for pair in part for i in pair})
+    for idx in feature_indices().values():
         hull = cv2.convexHull(np.round(mesh[idx]).astype(np.int32))
         cv2.fillConvexPoly(mask, hull, 1)
     return cv2.dilate(mask, disk(grow)).astype(bool)
@@ -301,6 +335,11 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
     eyes = np.stack([mesh[list(IMAGE_LEFT_EYE)].mean(0), mesh[list(IMAGE_RIGHT_EYE)].mean(0)])
     eye_y, chin = eyes[:, 1].mean(), mesh[CHIN].astype(np.float64)
     face = face_outline(oval, eye_y, chin[1], labels == FACE)
+    # only this person's hair: the parts of it that reach this face (in a group photo the parser
+    # also finds the hair of the people around)
+    n, comp = cv2.connectedComponents(removed.astype(np.uint8), connectivity=8)
+    ids = np.unique(comp[grow(face, s / 20) & removed])
+    removed &= np.isin(comp, ids[ids > 0])
     face_width = float(np.ptp(oval[:, 0]))
     axis = mesh[FOREHEAD] - mesh[CHIN]
     body, neck = body_outline(labels, removed, oval, chin, axis, valid_shoulders(shoulders, chin, face_width))

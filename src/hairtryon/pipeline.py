@@ -10,6 +10,7 @@ resolution, so pixels far from the hair are the target's own, unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -26,12 +27,12 @@ import numpy as np
 from PIL.Image import Image as PILImage
 from tqdm.auto import tqdm
 
-from . import alignment, checks, colour, compositing, inpainting, mapping, rebuild, refinement
-from .errors import HairTryOnError, NoFaceFound
-from .framing import Frame, disk
-from .images import ImageLike, load_image
+from . import alignment, checks, colour, compositing, inpainting, mapping, matting, rebuild, refinement
+from .errors import HairTryOnError, describe
+from .framing import Frame, disk, grow
+from .images import ImageLike, Photo, grey_rgb, load_photo
 from .landmarks import Landmarker, Landmarks, default_landmarker
-from .segmentation import FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
+from .segmentation import BACKGROUND, FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
 
 WORK_FRAME_SCALE = 1.3  # work frame = FFHQ-like head framing widened 1.3x: room for long hair
 WIDE_FRAME_SCALE = 2.0  # ... and 2x where the hair runs off that frame inside the photo
@@ -75,6 +76,8 @@ class FaceAnalysis:
     ``image``: (H, W, 3) uint8 the whole photo. ``landmarks``: in photo coordinates.
     ``frame``: the work frame. ``crop``: (S, S, 3) uint8 the frame's pixels.
     ``semantic``: :class:`SemanticMap` of the crop, (S, S) labels and (5, S, S) probabilities.
+    ``photo``: the loaded :class:`~hairtryon.images.Photo` (its alpha, greyness, name).
+    ``faces_found``: how many faces the photo shows (``landmarks`` is one of them).
     ``others``: the other faces found in the photo (photo coordinates).
     """
 
@@ -83,6 +86,8 @@ class FaceAnalysis:
     frame: Frame
     crop: np.ndarray
     semantic: SemanticMap
+    photo: Optional[Photo] = None
+    faces_found: int = 1
     others: list = field(default_factory=list)
 
     @property
@@ -100,8 +105,7 @@ class FaceAnalysis:
     @cached_property
     def inside(self) -> np.ndarray:
         """(S, S) bool: frame pixels that lie inside the photo (the rest is padding)."""
-        ones = np.ones(self.image.shape[:2], np.uint8)
-        return self.frame.extract(ones, cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0).astype(bool)
+        return self.frame.inside()
 
     def face_region(self) -> np.ndarray:
         """(S, S) bool: the face silhouette from the landmarks, raised a little at the top (the
@@ -115,6 +119,23 @@ class FaceAnalysis:
         mask = np.zeros((s, s), np.uint8)
         cv2.fillPoly(mask, [np.round(oval).astype(np.int32)], 1)
         return mask.astype(bool) | (self.semantic.labels == FACE)
+
+    @cached_property
+    def grain(self) -> "matting.Grain":
+        """The photo's grain and sharpness in its work frame, both from its face (the skin is the
+        flat region next to the hair that is in focus like it; backgrounds are often blurred or
+        flattened by JPEG)."""
+        return matting.measure_grain(self.crop, (self.semantic.labels == FACE) & self.inside)
+
+    @cached_property
+    def photo_grain(self) -> "matting.Grain":
+        """:attr:`grain` at the photo's own resolution (the same where the frame is worked at it)."""
+        f = self.frame
+        if f.size == f.side:
+            return self.grain
+        rows, cols, brows, bcols = f.roi()
+        labels = f.to_image_box(self.semantic.labels, cv2.INTER_NEAREST)[brows, bcols]
+        return matting.measure_grain(self.image[rows, cols], labels == FACE)
 
     def forehead_column(self) -> np.ndarray:
         """(S, S) bool: the band above the eyes as wide as the face's upper half (slightly
@@ -142,7 +163,10 @@ class TryOnResult:
     gaps beside the face), ``mapping_mask`` (S, S) uint8 labels, ``removed``/``artifacts`` (S, S) bool, ``paste_alpha`` (S, S) float32.
     ``timings``: seconds per stage (and ``total``). ``meta``: alignment kind, fallbacks, frame;
     ``meta['warnings']``: the one-line messages a person should read (the CLI prints them, the
-    web page shows them).
+    web page shows them); ``meta['faces']``: faces found in the target and the source.
+    ``alpha``: (H, W) uint8 the result's transparency when the target has an alpha channel (the
+    target's own outside what changed; the new hair's from its matte), else None.
+    :attr:`output` is the result in the target's own kind (grey, grey+alpha, RGBA or RGB).
     """
 
     image: np.ndarray
@@ -153,6 +177,15 @@ class TryOnResult:
     source: Optional[FaceAnalysis] = None
     _make_stages: Optional[Callable[[], Dict[str, np.ndarray]]] = field(default=None, repr=False)
     _stages: Optional[Dict[str, np.ndarray]] = field(default=None, repr=False)
+    alpha: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def output(self) -> np.ndarray:
+        """The result as the target photo was: (H, W) uint8 for a grey target, (H, W, 2) grey +
+        alpha, (H, W, 4) RGBA for a target with transparency, else (H, W, 3) RGB (``image``).
+        This is what the CLI writes."""
+        photo = self.target.photo if self.target is not None else None
+        return self.image if photo is None else photo.restore(self.image, self.alpha)
 
     @property
     def stages(self) -> Dict[str, np.ndarray]:
@@ -204,11 +237,14 @@ class HairTryOn:
     ``work_size``: largest side the work frame is processed at (default 1536).
     ``diffusion_model``: hub id or local diffusers folder for SDEdit (default
     ``google/ddpm-ema-celebahq-256``), loaded on first use, on ``device`` in ``precision``.
+    ``max_pixels``: photos with more pixels are refused before decoding (default
+    :data:`hairtryon.images.MAX_PIXELS`; a server can lower it).
     """
 
     def __init__(self, segmenter="bisenet", landmarker: Optional[Landmarker] = None,
                  work_size: int = MAX_WORK_SIZE, cache_size: int = 8, diffusion_model: Optional[str] = None,
-                 device: str = "auto", precision: str = "auto"):
+                 device: str = "auto", precision: str = "auto", max_pixels: Optional[int] = None):
+        self.max_pixels = max_pixels
         self.segmenter: Segmenter = get_segmenter(segmenter) if isinstance(segmenter, str) else segmenter
         self.landmarker = landmarker or default_landmarker()
         self.diffusion_model, self.device, self.precision = diffusion_model, device, precision
@@ -219,21 +255,29 @@ class HairTryOn:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ per-photo analysis
-    def analyze(self, image: ImageLike, face_index: int = 0) -> FaceAnalysis:
+    def load(self, image: ImageLike, role: str = "") -> Photo:
+        """A photo loaded for the try-on (:func:`~hairtryon.images.load_photo` with this tool's
+        pixel limit); ``role`` ('target' or 'source') names it in messages."""
+        return load_photo(image, role, self.max_pixels)
+
+    def analyze(self, image: ImageLike, face_index: int = 0, role: str = "", wide: bool = False) -> FaceAnalysis:
         """Landmarks, work frame and semantic map of a photo (cached: a photo seen before costs
-        nothing)."""
-        image = load_image(image)
-        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape, face_index)
+        nothing). ``role`` ('target' or 'source') names the photo in error messages. ``wide``:
+        work in the wide frame even if the photo's own hair fits the nominal one (a target whose
+        new hairstyle is bigger than its old one)."""
+        photo = self.load(image, role)
+        image = photo.rgb
+        key = (hashlib.blake2b(memoryview(image), digest_size=16).hexdigest(), image.shape, face_index, wide)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
-                return self._cache[key]
-        lm, faces = self.landmarker.find(image, face_index)
+                cached = self._cache[key]  # the same pixels; this photo's own alpha, greyness and name
+                return cached if cached.photo is photo else dataclasses.replace(cached, photo=photo)
+        lm, faces = self.landmarker.find(image, face_index, what=describe(photo.name, role))
         frame = lm.head_frame(self.work_size, WORK_FRAME_SCALE)
         frame = frame.with_size(min(frame.side, self.work_size))
         probs, parts = segment_frame(image, frame, self.segmenter, parts=True)
-        inside = frame.extract(np.ones(image.shape[:2], np.uint8), cv2.INTER_NEAREST, cv2.BORDER_CONSTANT, 0) > 0
-        if hair_runs_off(labels_from_probs(probs), inside):  # long hair: a wider frame holds all of it
+        if wide or hair_runs_off(labels_from_probs(probs), frame.inside()):  # long hair: a wider frame holds it
             wide = lm.head_frame(self.work_size, WIDE_FRAME_SCALE)
             wide = wide.with_size(min(wide.side, self.work_size))
             probs, parts = segment_wide(image, frame, wide, self.segmenter, probs, parts)
@@ -241,7 +285,7 @@ class HairTryOn:
         crop = frame.extract(image)
         analysis = FaceAnalysis(image, lm, frame, crop, SemanticMap(labels_from_probs(probs), probs,
                                                                     {"segmenter": self.segmenter.name}, parts),
-                                [f for f in faces if f is not lm])
+                                photo, len(faces), [f for f in faces if f is not lm])
         with self._lock:
             self._cache[key] = analysis
             while len(self._cache) > self._cache_size:
@@ -287,8 +331,9 @@ class HairTryOn:
             raise HairTryOnError(f"unknown refine mode '{refine}': use one of {', '.join(REFINE_MODES)}.")
         options = SDEditOptions(**sdedit_options)
         t_start = time.perf_counter()
+        target, source = self.load(target, "target"), self.load(source, "source")  # bad files fail first
         model, fallback = self.diffusion(refine)
-        bar = tqdm(total=5 + 2 * (refine != "none") + (model is not None), desc="hairtryon", delay=1.0,
+        bar = tqdm(total=6 + 2 * (refine != "none") + (model is not None), desc="hairtryon", delay=1.0,
                    leave=False, disable=not progress)
         clock = _Clock(bar)
         try:
@@ -300,8 +345,12 @@ class HairTryOn:
                     edit = self.sdedit(tgt, mapping, final, paste_alpha, model, options, progress)
                 final, paste_alpha = edit.image, np.maximum(paste_alpha, edit.region)
             with clock("paste_back"):
-                image = paste_back(tgt.image, tgt.frame, final, paste_alpha,
-                                   keep=None if edit is None else edit.keep)
+                keep = None if edit is None else edit.keep
+                image, alpha = _paste_result(tgt, mapping, final, paste_alpha, keep, artifacts)
+                # the new hair's sharpness and grain at the photo's own resolution (a frame
+                # smaller than the photo upsampled it on the way back)
+                image = matting.photo_finish(image, tgt.frame, mapping.layer.alpha, tgt.photo_grain,
+                                             mapping.hair_upscale)
         finally:
             bar.close()
         meta = {"frame": tgt.frame, "segmenter": self.segmenter.name, "alignment": mapping.alignment.kind,
@@ -310,10 +359,18 @@ class HairTryOn:
             meta["alignment_fallback"] = mapping.alignment.reason
         if mapping.colour is not None:
             meta["hair_colour"] = mapping.colour.describe()
-        # one-line messages for the person: the CLI prints them, the web page shows them
-        meta["warnings"] = [c.message for c in found.concerns]  # declines only when forced
+        meta["warnings"] = []  # one-line messages for the person: the CLI prints them, the web page shows them
+        meta["faces"] = {"target": tgt.faces_found, "source": src.faces_found}
+        for role, photo, analysis, index in (("target", target, tgt, target_face), ("source", source, src, source_face)):
+            meta["warnings"].extend(photo.notes)
+            meta["warnings"].extend(_faces_note(describe(photo.name, role), role, analysis.faces_found, index))
+        meta["warnings"] += [c.message for c in found.concerns]  # declines only when forced
         meta["concerns"] = [dict(code=c.code, photo=c.photo, message=c.message, declined=c.decline, value=c.value)
                             for c in found.concerns]
+        if mapping.hair_upscale > matting.HAIR_UPSCALE_NOTE:
+            meta["hair_upscale"] = round(mapping.hair_upscale, 2)
+        if matting.upscale_warning(mapping.hair_upscale):
+            meta["warnings"].append(matting.upscale_warning(mapping.hair_upscale))
         if fallback:
             meta["refine_fallback"] = fallback
             meta["warnings"].append(fallback)
@@ -328,19 +385,26 @@ class HairTryOn:
         if edit is not None:
             masks["edit_keep"] = edit.keep
         return TryOnResult(image, masks, dict(clock.timings, total=time.perf_counter() - t_start), meta, tgt, src,
-                           lambda: _stage_pictures(tgt, src, mapping, parsed, artifacts, classic, image, edit))
+                           lambda: _stage_pictures(tgt, src, mapping, parsed, artifacts, classic, image, edit),
+                           alpha=alpha)
 
     def _classic(self, target, source, fast_marching: bool, target_face: int, source_face: int, clock: "_Clock",
                  force: bool = False, color=None):
         """Analysis, checks, mapping and (optionally) fast marching: everything before SDEdit."""
         with clock("analysis"):
-            tgt = self.analyze(target, target_face)
-            src = self.analyze(source, source_face)
+            tgt = self.analyze(target, target_face, "target")
+            src = self.analyze(source, source_face, "source")
             reference = self.reference_colour(color, tgt, target)
         with clock("checks"):
             found = self.check_photos(tgt, src)
             found.raise_if_declined(force)
         mapping = self.map_hair(tgt, src, clock, reference)
+        if tgt.frame.side < tgt.landmarks.head_frame(1, WIDE_FRAME_SCALE).side and \
+                hair_runs_off((mapping.layer.alpha > 0.5).astype(np.uint8) * HAIR, tgt.inside):
+            # the new hairstyle is bigger than the target's frame: map it again in the wide one
+            with clock("analysis"):
+                tgt = self.analyze(target, target_face, "target", wide=True)
+            mapping = self.map_hair(tgt, src, clock, reference)
         found.concerns += self.check_pair(tgt, src, mapping)
         found.raise_if_declined(force)
         final, artifacts, parsed = mapping.composite, np.zeros_like(mapping.removed), None
@@ -348,7 +412,11 @@ class HairTryOn:
             final, artifacts, parsed = self.fast_marching(tgt, mapping, clock)
         changed = mapping.removed | artifacts
         # the fills blend into their surroundings, but never into the target's face
-        feather = np.where(tgt.semantic.labels == FACE, changed, _feather(changed, max(1.0, tgt.frame.size / 512)))
+        # (on the face only a pixel wider: what was taken as old hair is replaced all the way to
+        # its edge once resampled to the photo's own pixels)
+        face_edge = np.maximum(grow(changed, 1.0).astype(np.float32), 0.5 * grow(changed, 2.0))
+        feather = np.where(tgt.semantic.labels == FACE, face_edge, _feather(changed, max(1.0, tgt.frame.size / 512)))
+        mapping.changed_alpha = feather
         paste_alpha = np.maximum(mapping.layer.alpha, feather)
         return tgt, src, mapping, final, artifacts, parsed, paste_alpha, found
 
@@ -356,22 +424,24 @@ class HairTryOn:
               progress: bool = False, color=None, **sdedit_options):
         """SDEdit of one try-on at several noise levels (the paper's Figure 12). Needs the
         diffusion model. Returns (grid (H, W, 3) uint8 labelled: input, composite, one result per
-        level; [(level, (H, W, 3) uint8 full-resolution result)])."""
+        level; [(level, full-resolution result in the target's own kind, see TryOnResult.output)])."""
         from .visualize import labelled_grid
 
         levels = [int(v) for v in levels]
         for level in levels:
             SDEditOptions(noise_level=level, **sdedit_options)  # validate all before any work
+        target, source = self.load(target, "target"), self.load(source, "source")
         model, _ = self.diffusion("sdedit")
-        tgt, src, mapping, final, _, _, paste_alpha, _ = self._classic(target, source, True, target_face,
-                                                                       source_face, _Clock(None), color=color)
+        tgt, src, mapping, final, artifacts, _, paste_alpha, _ = self._classic(target, source, True, target_face,
+                                                                               source_face, _Clock(None), color=color)
         tiles = [("input", tgt.crop), ("composite", final)]
         results = []
         for level in levels:
             edit = self.sdedit(tgt, mapping, final, paste_alpha, model,
                                SDEditOptions(noise_level=level, **sdedit_options), progress)
-            image = paste_back(tgt.image, tgt.frame, edit.image, np.maximum(paste_alpha, edit.region), keep=edit.keep)
-            results.append((level, image))
+            image, alpha = _paste_result(tgt, mapping, edit.image, np.maximum(paste_alpha, edit.region), edit.keep,
+                                         artifacts)
+            results.append((level, tgt.photo.restore(image, alpha) if tgt.photo is not None else image))
             tiles.append((f"t0 = {level}", tgt.frame.extract(image)))
         return labelled_grid(tiles, cols=len(tiles), tile=256), results
 
@@ -413,7 +483,8 @@ class HairTryOn:
             mesh = frame.to_frame_points(a.landmarks.mesh)
             hands = [frame.to_frame_points(h) for h in self._hands(a)] if role == "source" else []
             others = [frame.to_frame_points(o.mesh) for o in a.others] if role == "source" else []
-            found.concerns += checks.photo_checks(role, a.semantic.prob(HAIR), a.semantic.parts.get("hat"), mesh,
+            found.concerns += checks.photo_checks(role, a.semantic.prob(HAIR), a.semantic.parts.get("hat"),
+                                                  a.landmarks.yaw_degrees,
                                                   a.inside, hands, others, float(np.ptp(mesh[:, 0])))
         return found
 
@@ -426,7 +497,7 @@ class HairTryOn:
         changed = (mapping.layer.alpha > 0.1) | mapping.removed
         hands = [f.to_frame_points(h) for h in self._hands(tgt)]
         others = [f.to_frame_points(o.mesh) for o in tgt.others]
-        found = checks.pair_checks(checks.yaw_degrees(tgt.landmarks.mesh), checks.yaw_degrees(src.landmarks.mesh),
+        found = checks.pair_checks(tgt.landmarks.yaw_degrees, src.landmarks.yaw_degrees,
                                    changed & tgt.inside, hands, others, face_width)
         # the source photo's edges, where they cut its hair off, moved onto the target
         visible = {}
@@ -466,34 +537,29 @@ class HairTryOn:
     def regions(self, tgt: FaceAnalysis) -> "mapping.TargetRegions":
         """The target's old hair, face outline and body outline in its frame, found once."""
         if "regions" not in tgt.__dict__:
-            from .landmarks import _FACE_OVAL
+            from .landmarks import face_oval_indices
 
             body = self.body(tgt)
             shoulders = None if body.shoulders is None else tgt.frame.to_frame_points(body.shoulders)
             tgt.__dict__["regions"] = mapping.target_regions(
                 tgt.crop, tgt.semantic.labels, tgt.semantic.prob(HAIR), tgt.frame.to_frame_points(tgt.landmarks.mesh),
-                _FACE_OVAL, shoulders, tgt.inside, tgt.unit)
+                face_oval_indices(), shoulders, tgt.inside, tgt.unit)
         return tgt.__dict__["regions"]
 
     def reference_colour(self, color, tgt: FaceAnalysis, target: ImageLike = None) -> Optional["colour.HairColour"]:
         """The hair colour ``color`` asks for (see :meth:`__call__`), measured once per photo:
-        None for the source's own; 'keep': the target's (``tgt``; ``target`` only names it in
-        messages); a photo: its hair, parsed like any input (it needs a face and visible hair,
-        not a usable hairstyle). Too little hair raises :class:`colour.TooLittleHair` naming the
-        photo."""
+        None for the source's own; 'keep': the target's (``tgt``); a photo: its hair, parsed like
+        any input (it needs a face and visible hair, not a usable hairstyle). Too little hair
+        raises :class:`colour.TooLittleHair` naming the photo."""
         if color is None or isinstance(color, colour.HairColour):
             return color
         if isinstance(color, str) and color == "keep":
-            return _measured(tgt, colour.photo_name(target, "your photo (the target)"))
-        if not isinstance(color, (str, os.PathLike, np.ndarray, PILImage)):
+            return _measured(tgt, describe(tgt.photo.name if tgt.photo else "", "target"))
+        if not isinstance(color, (str, os.PathLike, np.ndarray, PILImage, Photo)):
             raise HairTryOnError(f"color must be None, 'keep' or a photo (a path, PIL image or array), not "
                                  f"{type(color).__name__}.")
-        what = colour.photo_name(color, "the colour reference")
-        try:
-            ref = self.analyze(color)
-        except NoFaceFound as exc:
-            raise NoFaceFound(f"{what}: {exc}") from None
-        return _measured(ref, what)
+        ref = self.analyze(color, 0, colour.REFERENCE)  # no face: the message names the photo
+        return _measured(ref, describe(ref.photo.name if ref.photo else "", colour.REFERENCE))
 
     def catalog(self, target: ImageLike, styles, color=None, progress: bool = False, out_dir=None,
                 keep_images: bool = True, **options) -> "catalog.Catalog":
@@ -528,18 +594,26 @@ class HairTryOn:
             edge = cv2.distanceTransform((src_photo | ~inside).astype(np.uint8), cv2.DIST_L2, 3)
             fade = np.clip(edge / max(2.0, 0.05 * s), 0, 1).astype(np.float32)
 
-        with clock("cropping"):  # 3.2.3
-            layer = compositing.crop_source_hair(warped, warped_labels == HAIR)
+        with clock("matting"):  # 3.2.3: the source's hair as a layer, matted in the photo it was shot in
+            layer = matting.pull_hair(src.crop, src.semantic.prob(HAIR), matting.face_size(src.points),
+                                      background=src.semantic.labels == BACKGROUND, inside=src.inside)
+            layer = matting.warp_layer(layer, warp, (s, s))
+            upscale = matting.warp_scale(warp, src.points.mean(axis=0))  # source frame px -> target frame px
+            layer = matting.match_grain(layer, tgt.grain, src.grain, upscale)
             layer.alpha *= fade
+            hair_upscale = upscale * f.side / f.size  # source frame px -> target photo px
+
+        with clock("cropping"):  # 3.2.3
             source_hair = layer.alpha.copy()
             regions = self.regions(tgt)
             removed = regions.removed
             # skin under the new hairstyle: the target's face, and the source's forehead up to its
             # hairline where the old hair covered it
             face = regions.face | ((warped_labels == FACE) & tgt.forehead_column() & removed)
-            mouth_y = tgt.frame.to_frame_points(tgt.landmarks.mouth[None])[0, 1]
             u = tgt.unit
-            gaps = mapping.side_gaps(layer.mask, face, removed, width=int(u / 8), below=mouth_y) & inside
+            chin_y = tgt.points[3, 1]
+            gaps = mapping.side_gaps(layer.mask, face, removed, width=int(u / 10), below=chin_y,
+                                     mass=u / 40) & inside
             fg, alpha = rebuild.grow_hair(layer.foreground, layer.alpha, gaps, unit=u)
             layer = compositing.HairLayer(alpha, fg)
             under = mapping.under_hair(tgt.semantic.labels, removed, face, regions.body & ~face)
@@ -554,7 +628,7 @@ class HairTryOn:
                 plain, layer = composite, colour.recolour_layer(layer, colour_ref)
                 composite = compositing.replace_hair(hairless, layer)
         return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, under, intended, hairless,
-                       composite, colour_ref, plain)
+                       composite, hair_upscale=hair_upscale, colour=colour_ref, plain=plain)
 
     def _rebuild(self, tgt: FaceAnalysis, image: np.ndarray, hole: np.ndarray, under: np.ndarray) -> np.ndarray:
         """:func:`rebuild.rebuild` of ``hole`` in the target's frame, from its own pixels."""
@@ -565,14 +639,13 @@ class HairTryOn:
         cloth = (parts["cloth"] > parts["neck_skin"]) if "cloth" in parts else None
         known = ~regions.removed & tgt.inside
         return rebuild.rebuild(image, hole, under, known, features, regions.neck, cloth, regions.mirror,
-                               unit=tgt.unit).image
+                               unit=tgt.unit, mesh=tgt.frame.to_frame_points(tgt.landmarks.mesh)).image
 
     def fast_marching(self, tgt: FaceAnalysis, mapping: "Mapping", clock: Optional[_Clock] = None):
         """Paper 3.3.1: parse the mapping image again; where it disagrees with the mapping mask
         lie the artifacts, filled by fast marching. Returns (filled (S, S, 3) uint8, artifacts
         (S, S) bool, the re-parse :class:`SemanticMap`)."""
         clock = clock or _Clock(None)
-        s = tgt.frame.size
         with clock("reparse"):
             parsed = self.parse_crop(mapping.composite if mapping.plain is None else mapping.plain)
         with clock("fast_marching"):
@@ -615,6 +688,7 @@ class Mapping:
     target's old hair was. ``under``: what lies under the old hair (labels without the new hair).
     ``intended``: the mapping mask. ``hairless``: the target with the old
     hair's place rebuilt. ``composite``: the mapping image, the new hair over ``hairless``.
+    ``hair_upscale``: how many target photo pixels one pixel of the source's frame became.
     ``colour``: the colour the new hair was given (None: the source's own); ``plain``: then the
     mapping image in the source's own colour, which the re-parse looks at (the artifacts do not
     depend on the colour: a parser takes pale pink hair for skin).
@@ -624,13 +698,15 @@ class Mapping:
     warp: np.ndarray
     warped: np.ndarray
     warped_labels: np.ndarray
-    layer: compositing.HairLayer
+    layer: matting.HairLayer
     source_hair: np.ndarray
     removed: np.ndarray
     under: np.ndarray
     intended: np.ndarray
     hairless: np.ndarray
     composite: np.ndarray
+    hair_upscale: float = 1.0
+    changed_alpha: Optional[np.ndarray] = None  # (S, S) float32: where the try-on rebuilt, feathered
     colour: Optional["colour.HairColour"] = None
     plain: Optional[np.ndarray] = None
 
@@ -684,23 +760,105 @@ def _stage_pictures(tgt: FaceAnalysis, src: FaceAnalysis, mapping: Mapping, pars
 
 
 def paste_back(image: np.ndarray, frame: Frame, content: np.ndarray, alpha: np.ndarray,
-               keep: Optional[np.ndarray] = None) -> np.ndarray:
-    """Blend work-frame ``content`` ((S, S, 3) uint8) into the photo ``image`` ((H, W, 3) uint8)
-    with ``alpha`` ((S, S) float32), both upsampled to the frame's own pixels. Where alpha is 0,
-    and wherever ``keep`` ((S, S) bool, upsampled nearest) is True, the photo's pixels are
-    returned unchanged. Returns a new (H, W, 3) uint8 image."""
+               keep: Optional[np.ndarray] = None, strip: int = 512) -> np.ndarray:
+    """Blend work-frame ``content`` ((S, S, 3) uint8, or (S, S) for a one-channel ``image``)
+    into the photo ``image`` ((H, W, 3) or (H, W) uint8) with ``alpha`` ((S, S) float32), both
+    resampled (bilinear) to the photo's pixels. Where alpha is 0, and wherever ``keep``
+    ((S, S) bool, resampled nearest) is True, the photo's pixels are returned unchanged.
+    Returns a new image like ``image``.
+
+    Only the photo's rows and columns under ``alpha > 0`` are resampled, in bands of ``strip``
+    rows, so a 12000x12000 photo costs one copy of itself and a few bands."""
     out = image.copy()
-    rows, cols, brows, bcols = frame.roi()
-    a = frame.to_image_box(alpha.astype(np.float32))[brows, bcols]
+    rows, cols, _, _ = frame.roi()
+    sel = alpha > 0
     if keep is not None:
-        a = np.where(frame.to_image_box(keep.astype(np.uint8), cv2.INTER_NEAREST)[brows, bcols] > 0, 0.0, a)
-    c = frame.to_image_box(content)[brows, bcols].astype(np.float32)
-    sel = a > 0
-    if sel.any():
-        region = out[rows, cols]
-        blend = region.astype(np.float32) * (1.0 - a[..., None]) + c * a[..., None]
-        region[sel] = np.clip(np.round(blend[sel]), 0, 255).astype(np.uint8)
+        sel &= ~keep
+    ys, xs = np.nonzero(sel.any(axis=1))[0], np.nonzero(sel.any(axis=0))[0]
+    if not len(ys):
+        return out
+    inv = 1.0 / frame.scale  # photo pixels per frame pixel; frame pixel f -> photo (f + 0.5) * inv - 0.5 + x0
+    iy0 = max(rows.start, int(np.floor(frame.y0 + (ys[0] - 1) * inv)))
+    iy1 = min(rows.stop, int(np.ceil(frame.y0 + (ys[-1] + 2) * inv)) + 1)
+    ix0 = max(cols.start, int(np.floor(frame.x0 + (xs[0] - 1) * inv)))
+    ix1 = min(cols.stop, int(np.ceil(frame.x0 + (xs[-1] + 2) * inv)) + 1)
+    if iy1 <= iy0 or ix1 <= ix0:
+        return out
+    to_frame = frame.matrix()
+    alpha = np.ascontiguousarray(alpha, np.float32)
+    linear = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    # ``keep`` is sampled as cv2.resize(INTER_NEAREST) samples it (what Frame.to_image_box gives)
+    nearest_step = 1.0 / (frame.side / frame.size)
+    keep_cols = None
+    if keep is not None:
+        keep_cols = np.minimum(np.floor((np.arange(ix0, ix1) - frame.x0) * nearest_step).astype(np.int64),
+                               frame.size - 1)
+    for y0 in range(iy0, iy1, strip):
+        y1 = min(y0 + strip, iy1)
+        m = (to_frame @ np.array([[1.0, 0.0, ix0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]]))[:2]  # band pixel -> frame
+        size = (ix1 - ix0, y1 - y0)
+        a = cv2.warpAffine(alpha, m, size, flags=linear, borderMode=cv2.BORDER_REPLICATE)
+        if keep is not None:
+            keep_rows = np.minimum(np.floor((np.arange(y0, y1) - frame.y0) * nearest_step).astype(np.int64),
+                                   frame.size - 1)
+            a[keep[keep_rows[:, None], keep_cols[None, :]]] = 0
+        if not (a > 0).any():
+            continue
+        c = cv2.warpAffine(content, m, size, flags=linear, borderMode=cv2.BORDER_REPLICATE)
+        region = out[y0:y1, ix0:ix1]
+        # (1 - a) * photo + a * content, rounded; exactly the photo's pixel where a == 0
+        np.clip(a, 0.0, 1.0, out=a)
+        region[...] = cv2.blendLinear(np.ascontiguousarray(region), c, 1.0 - a, a)
     return out
+
+
+def _paste_result(tgt: FaceAnalysis, mapping: "Mapping", final: np.ndarray, paste_alpha: np.ndarray,
+                  keep: Optional[np.ndarray], rebuilt: np.ndarray):
+    """The try-on's work frame pasted back into the target photo, in the photo's own kind:
+    a grey target gets the new content in grey; a target with transparency gets its alpha
+    pasted back too (the new hair's alpha is its matte; where the old hair's place was rebuilt
+    the alpha is rebuilt from the alpha around it). ``rebuilt``: (S, S) bool artifacts filled by
+    fast marching. Returns (image (H, W, 3) uint8, alpha (H, W) uint8 or None)."""
+    photo = tgt.photo
+    layer = mapping.layer
+    if keep is None and mapping.changed_alpha is not None:
+        # the classic result: what was rebuilt (the mapping's hairless target with the artifacts
+        # filled) goes in first, then the new hair over it at the photo's resolution, so every
+        # pixel gets the hair at its matte's weight once (not the matte squared at the rim)
+        # (in one paste: p = 1 - (1 - c)(1 - a), content = (c (1 - a) background + a hair) / p)
+        c, a = mapping.changed_alpha.astype(np.float32)[..., None], layer.alpha.astype(np.float32)[..., None]
+        background = np.where(rebuilt[..., None], final, mapping.hairless).astype(np.float32)
+        p = c + a - c * a
+        content = (c * (1 - a) * background + a * layer.foreground) / np.maximum(p, 1e-6)
+        # where nothing changes the content is the frame's own pixels: resampling to the photo
+        # blends neighbours, and a black there would darken the seam
+        content = np.where(p > 1e-3, content, final)
+        content = np.clip(np.round(content), 0, 255).astype(np.uint8)
+        if photo is not None and photo.grey:
+            content = grey_rgb(content)
+        image = paste_back(tgt.image, tgt.frame, content, p[..., 0])
+    else:
+        if photo is not None and photo.grey:
+            final = grey_rgb(final)
+        image = paste_back(tgt.image, tgt.frame, final, paste_alpha, keep=keep)
+    if photo is None or photo.alpha is None:
+        return image, None
+    base = tgt.frame.extract(photo.alpha)
+    holes = (mapping.removed | rebuilt).astype(np.uint8)
+    if holes.any():
+        base = cv2.inpaint(base, holes, 3, cv2.INPAINT_TELEA)
+    hair = mapping.layer.alpha.astype(np.float32)
+    content = np.clip(np.round(255.0 * hair + (1.0 - hair) * base.astype(np.float32)), 0, 255).astype(np.uint8)
+    return image, paste_back(photo.alpha, tgt.frame, content, paste_alpha, keep=keep)
+
+
+def _faces_note(what: str, role: str, found: int, index: int) -> list:
+    """The warning for a photo with several faces: how many, which was used, how to choose."""
+    if found <= 1:
+        return []
+    used = "face 0 (the largest)" if index == 0 else f"face {index}"
+    return [f"{what} shows {found} faces; {used} was used: choose another with --{role}-face N "
+            f"(0 to {found - 1}, largest first)."]
 
 
 _DEFAULT_TOOLS: Dict[str, HairTryOn] = {}

@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from .framing import disk, resize
+from .framing import disk, grow, resize
 from .segmentation import BACKGROUND, EARS, FACE, NECK
 
 
@@ -123,7 +123,7 @@ def _box(mask: np.ndarray, margin: float, min_margin: int = 16) -> Tuple[slice, 
     return slice(max(0, y0 - m), min(h, y1 + m)), slice(max(0, x0 - m), min(w, x1 + m))
 
 
-def patch_fill(image: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_side: int = 448,
+def patch_fill(image: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_side: int = 384,
                patch_radius: int = 3, margin: float = 0.6, seed: int = 0) -> np.ndarray:
     """Exemplar-based fill of ``hole`` whose patches come only from ``sources`` (PatchMatch,
     Barnes et al. 2009, via ``pypatchmatch``; its ``global_mask`` keeps every other pixel out).
@@ -216,17 +216,18 @@ def skin_fill(image: np.ndarray, hole: np.ndarray, skin: np.ndarray, face: np.nd
         return out
     s = unit or image.shape[0]
     sigma = max(2.0, s / 60)
-    rows, cols = _box(hole | (skin & cv2.dilate(hole.astype(np.uint8), disk(s / 20)).astype(bool)), 0.1)
-    sub_hole, sub_skin = hole[rows, cols], skin[rows, cols]
+    rows, cols = _box(hole | (skin & grow(hole, s / 20)), 0.1)
+    sub_hole = hole[rows, cols]
     img = image[rows, cols].astype(np.float32)
     sub_face = face[rows, cols] & ~sub_hole
     # tone and shading: the membrane through the visible face's own pixels, exact at the hole's
-    # border (the face outside the hole stays the target's own, bit for bit)
+    # border (the face outside the hole stays the target's own, bit for bit; the shadow and
+    # strands along the old hair's edge were taken with the old hair)
     redo = sub_hole
     low_target = membrane(img, sub_face, scale=max(2.0, s / 200))
     full_redo = np.zeros_like(hole)
     full_redo[rows, cols] = redo
-    donor = patch_fill(image, full_redo, skin & ~full_redo, max_side=1024, patch_radius=3, margin=0.5,
+    donor = patch_fill(image, full_redo, skin & ~full_redo, max_side=512, patch_radius=3, margin=0.5,
                        seed=seed)[rows, cols]
     donor = donor.astype(np.float32)
     result = donor - _lowpass(donor, redo, sigma) + low_target
@@ -247,6 +248,55 @@ def skin_fill(image: np.ndarray, hole: np.ndarray, skin: np.ndarray, face: np.nd
     mixed = blend * result + (1 - blend) * img
     sel = blend[..., 0] > 0
     region[sel] = np.clip(np.round(mixed[sel]), 0, 255).astype(np.uint8)
+    return out
+
+
+def mirror_brows(image: np.ndarray, hole: np.ndarray, mesh: np.ndarray, unit: Optional[float] = None,
+                 min_hidden: float = 0.15, max_hidden: float = 0.1) -> np.ndarray:
+    """An eyebrow the old hair hid in part, completed with the mirror image of the other one.
+
+    ``mesh``: (468, 2) Face Mesh points in the image's pixels; ``hole``: (S, S) bool the rebuilt
+    pixels. A brow whose outline (the convex hull of its mesh points) lies at least
+    ``min_hidden`` inside the hole, while the other lies at most ``max_hidden`` inside it, gets
+    the other brow reflected onto it (an affine fit on the mirrored point pairs), blended in by
+    Poisson image editing over its hidden part. ``image`` (S, S, 3) uint8 in and out."""
+    from .landmarks import BROW_PAIRS
+
+    s = unit or image.shape[0]
+    h, w = image.shape[:2]
+    pairs = np.array(BROW_PAIRS)
+    grow_px = max(2.0, s / 150)
+    out = image
+    for this, other in ((pairs[:, 0], pairs[:, 1]), (pairs[:, 1], pairs[:, 0])):
+        hull = np.zeros((h, w), np.uint8)
+        cv2.fillConvexPoly(hull, cv2.convexHull(np.round(mesh[this]).astype(np.int32)), 1)
+        hull = grow(hull.astype(bool), grow_px)
+        other_hull = np.zeros((h, w), np.uint8)
+        cv2.fillConvexPoly(other_hull, cv2.convexHull(np.round(mesh[other]).astype(np.int32)), 1)
+        hidden = (hull & hole).sum() / max(1, hull.sum())
+        if hidden < min_hidden or (other_hull.astype(bool) & hole).sum() > max_hidden * max(1, other_hull.sum()):
+            continue
+        src_pts = np.hstack([mesh[this], np.ones((len(this), 1))])  # least squares: brow -> mirrored brow
+        m = np.linalg.lstsq(src_pts, mesh[other], rcond=None)[0].T
+        donor = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REPLICATE)
+        region = (hull & hole).astype(np.uint8)
+        region = cv2.dilate(region, disk(1)) & hull.astype(np.uint8)
+        ys, xs = np.nonzero(region)
+        if len(ys) < 20 or ys.min() < 2 or xs.min() < 2 or ys.max() > h - 3 or xs.max() > w - 3:
+            continue
+        # blend in the donor over the hidden part only (its own box, odd-sized, so the clone lands
+        # where it came from)
+        y0, y1, x0, x1 = ys.min() - 1, ys.max() + 2, xs.min() - 1, xs.max() + 2
+        y1 += (y1 - y0 + 1) % 2
+        x1 += (x1 - x0 + 1) % 2
+        mask = np.zeros((h, w), np.uint8)
+        mask[y0:y1, x0:x1] = region[y0:y1, x0:x1] * 255
+        centre = ((x0 + x1 - 1) // 2, (y0 + y1 - 1) // 2)
+        try:
+            out = cv2.seamlessClone(donor, out, mask, centre, cv2.NORMAL_CLONE)
+        except cv2.error:
+            continue
     return out
 
 
@@ -283,20 +333,22 @@ class Rebuild:
 
 def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.ndarray,
             features: np.ndarray, neck: Optional[np.ndarray] = None, cloth: Optional[np.ndarray] = None,
-            mirror: Optional[np.ndarray] = None, seed: int = 0, unit: Optional[float] = None) -> Rebuild:
+            mirror: Optional[np.ndarray] = None, seed: int = 0, unit: Optional[float] = None,
+            mesh: Optional[np.ndarray] = None) -> Rebuild:
     """Rebuild ``hole`` ((S, S) bool, what the old hair covered and the new hair does not hide)
     class by class, as ``under`` ((S, S) uint8, :func:`hairtryon.mapping.under_hair`) says,
     from ``known`` ((S, S) bool) pixels of the same class only. ``features``: (S, S) bool the
     target's eyes, brows and lips (never copied as skin). Neck+clothes is split in two when
     ``neck`` ((S, S) bool, the neck's column) and ``cloth`` ((S, S) bool, the visible pixels that
     are clothes) are given: the neck from neck skin, the shoulders from clothes. ``mirror``: the
-    face-mirror homography. ``unit``: the size every width here is relative to, in pixels (the
+    face-mirror homography; ``mesh`` (468, 2) the Face Mesh points in the image's pixels (a brow
+    half hidden under the old hair is completed from the other). ``unit``: the size every width here is relative to, in pixels (the
     side of the face's nominal work frame; default the image's side). Returns a :class:`Rebuild`."""
     out = image.copy()
     s = unit or image.shape[0]
     # sources keep away from the old hair's edge: the parser's mistakes (strands called
     # background) lie there
-    clean = known & ~cv2.dilate(hole.astype(np.uint8), disk(max(2, s / 120))).astype(bool)
+    clean = known & ~grow(hole, max(2, s / 120))
     others = clean & np.isin(under, (BACKGROUND, NECK, EARS))
     out = patch_fill(out, hole & (under == BACKGROUND), _enough(clean & (under == BACKGROUND), others), seed=seed)
     out = patch_fill(out, hole & (under == EARS), others, seed=seed + 1)
@@ -324,7 +376,16 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
         visible = known & (under == FACE)
         out = skin_fill(out, part, plain_skin(image, visible, features, unit=s), visible & ~features, None,
                         seed=seed, unit=s)
+        if mesh is not None:
+            out = mirror_brows(out, part, mesh, unit=s)
         out = silhouette_shading(out, under == FACE, hole, unit=s)
+    # where two rebuilt classes meet (a shoulder against the background), the edge is as soft
+    # as a photographed one, not a rasterised polygon's
+    seams = hole & (cv2.morphologyEx(np.where(hole, under, 255).astype(np.uint8), cv2.MORPH_GRADIENT,
+                                     disk(1)) > 0) & (under != FACE)
+    if seams.any():
+        soft = cv2.GaussianBlur(out, (0, 0), max(0.8, s / 700))
+        out[seams] = soft[seams]
     return Rebuild(out, hole.copy())
 
 
@@ -343,11 +404,17 @@ def grow_hair(foreground: np.ndarray, alpha: np.ndarray, gaps: np.ndarray, seed:
     if core.sum() < 100:
         return foreground, alpha
     fg8 = np.clip(np.round(foreground), 0, 255).astype(np.uint8)
-    grown = patch_fill(fg8, gaps, core & ~gaps, max_side=640, patch_radius=4, margin=0.8, seed=seed)
+    grown = patch_fill(fg8, gaps, core & ~gaps, max_side=448, patch_radius=4, margin=0.8, seed=seed)
     s = unit or gaps.shape[0]
+    # opaque inside, a soft rim; towards its lower end the grown hair thins out like hair tips
     soft = cv2.GaussianBlur(gaps.astype(np.float32), (0, 0), max(1.0, s / 400))
-    new_alpha = np.maximum(alpha, np.where(gaps, np.maximum(soft, 0.0), 0.0)).astype(np.float32)
-    new_alpha = np.maximum(new_alpha, cv2.erode(gaps.astype(np.uint8), disk(max(1, s / 400))).astype(np.float32))
+    rows = np.nonzero(gaps.any(axis=1))[0]
+    taper = np.ones(gaps.shape[0], np.float32)
+    if len(rows):
+        length = max(2.0, s / 25)
+        taper = np.clip((rows.max() - np.arange(gaps.shape[0])) / length, 0, 1).astype(np.float32)
+    grown_alpha = np.where(gaps, np.clip(2.0 * soft, 0.0, 1.0), 0.0) * taper[:, None]
+    new_alpha = np.maximum(alpha, grown_alpha).astype(np.float32)
     fg = np.where(gaps[..., None], grown.astype(np.float32), foreground).astype(np.float32)
     return fg, new_alpha
 

@@ -46,7 +46,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import HairTryOnError, NoFaceFound
 from .framing import resize
-from .images import pil_to_rgb, save_image
+from .images import load_photo, save_image
 
 log = logging.getLogger("hairtryon.web")
 
@@ -96,7 +96,7 @@ def read_photo(file: Union[str, os.PathLike, bytes], what: str = "the photo") ->
                 raise UploadRejected(f"{what_cap} has {w * h / 1e6:.0f} megapixels ({w}x{h}); photos up to "
                                      f"{MAX_PIXELS // 1_000_000} megapixels are accepted.")
             pil.load()
-            return pil_to_rgb(pil)
+            return load_photo(pil).rgb
     except Image.DecompressionBombError:  # Pillow's own refusal, far beyond our limit
         raise UploadRejected(f"{what_cap} has far more than {MAX_PIXELS // 1_000_000} megapixels; photos up to "
                              f"{MAX_PIXELS // 1_000_000} megapixels are accepted.") from None
