@@ -31,8 +31,9 @@ from .errors import HairTryOnError
 BINS = 7  # lightness bins of a ramp: shadows .. highlights
 QUANTILES = (0.01, 0.05, 0.15, 0.25, 0.5, 0.75, 0.85, 0.95, 0.99)  # of L*, matched source -> reference
 MIN_HAIR_SHARE = 0.08  # measurable hair (after erosion) must cover this share of the face's area
-SLOPE_LIMITS = (0.25, 4.0)  # how much the lightness map may compress or stretch (strands stay strands)
+SLOPE_LIMITS = (0.25, 2.5)  # how much the lightness map may compress or stretch (strands stay strands)
 CHROMA_SCALE_LIMITS = (0.2, 1.5)  # ... and the chroma variation around the ramp
+CHROMA_RESIDUAL = 1.5  # the source's own chroma variation, softly kept within this many reference spreads
 
 
 class TooLittleHair(HairTryOnError):
@@ -179,8 +180,12 @@ def measure(image: np.ndarray, hair: np.ndarray, face: Optional[np.ndarray] = No
     need = max(500, int(min_share * face.sum())) if face is not None else 500
     if len(pixels) < need:
         share = len(pixels) / max(int(face.sum()), 1) if face is not None else 0.0
-        found = "no hair" if len(pixels) < 50 else (f"hair on only {share:.0%} of the face's area"
-                                                    if face is not None else f"only {len(pixels)} hair pixels")
+        if len(pixels) < 50:
+            found = "no hair"
+        elif face is None:
+            found = f"only {len(pixels)} hair pixels"
+        else:
+            found = "almost no hair" if share < 0.01 else f"hair on only {share:.0%} of the face's area"
         raise TooLittleHair(f"Too little hair is visible in {what} to measure its colour ({found} found: a buzz "
                             "cut, a shaved head or headwear?); use a photo where the hair is clearly visible.")
     return _stats(_lab(pixels))
@@ -220,7 +225,8 @@ def recolour(foreground: np.ndarray, alpha: np.ndarray, reference: HairColour, s
     black); what still leaves (0, 100) is brought back by soft knees. Colour: (a*, b*) become the reference's
     ramp at the pixel's lightness rank (dark strands take the reference's shadow hue,
     highlights its highlight hue) plus the source's own variation around its ramp (scaled by
-    the ratio of the two spreads, limited to :data:`CHROMA_SCALE_LIMITS`). Finally the hair's
+    the ratio of the two spreads, limited to :data:`CHROMA_SCALE_LIMITS`, its length softly
+    kept under :data:`CHROMA_RESIDUAL` reference spreads). Finally the hair's
     median is put exactly on the reference's. ``strength`` in [0, 1] blends from the source's
     colour (0) to the reference's (1)."""
     fg = np.asarray(foreground, np.float32)
@@ -252,7 +258,8 @@ def recolour(foreground: np.ndarray, alpha: np.ndarray, reference: HairColour, s
     rank = _rank(lab[:, 0], lab[core, 0])
     residual = lab[:, 1:] - _ramp_at(src.ramp, rank)[:, 1:]
     k_c = float(np.clip(reference.chroma_scale / src.chroma_scale, *CHROMA_SCALE_LIMITS))
-    new = np.concatenate([new_l[:, None], _ramp_at(reference.ramp, rank)[:, 1:] + residual * k_c], axis=1)
+    residual = _soft_limit(residual * k_c, CHROMA_RESIDUAL * max(reference.chroma_scale, 2.0))
+    new = np.concatenate([new_l[:, None], _ramp_at(reference.ramp, rank)[:, 1:] + residual], axis=1)
     new = new.astype(np.float32)
     # the median of the hair (alpha > 0.5) exactly on the reference's
     new += (reference.median - np.median(new[core], axis=0))[None]
@@ -282,6 +289,13 @@ def lightness_map(src: np.ndarray, ref: np.ndarray, limits=SLOPE_LIMITS):
     x = np.concatenate([[x[0] - 100], x, [x[-1] + 100]])
     y = np.concatenate([[y[0] - 100 * slopes[0]], y, [y[-1] + 100 * slopes[-1]]])
     return x, y
+
+
+def _soft_limit(v: np.ndarray, limit: float) -> np.ndarray:
+    """(N, 2) vectors with their length softly kept under ``limit`` (tanh), direction kept: a
+    two-tone source (pink ends on white) does not turn a brown reference green."""
+    n = np.linalg.norm(v, axis=1, keepdims=True)
+    return v * (limit * np.tanh(n / limit) / np.maximum(n, 1e-6))
 
 
 def _soft_range(L: np.ndarray, lo: float = 3.0, hi: float = 97.0) -> np.ndarray:
