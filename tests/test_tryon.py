@@ -168,5 +168,7 @@ def test_cli_demo_on_the_public_domain_portraits(tmp_path, monkeypatch, capsys):
         src = np.array(Image.open(tmp_path / (name.split("_with_")[0] + ".png")))
         assert (out != src).any(axis=-1).mean() > 0.01  # the hair changed
     err = capsys.readouterr().err
-    assert err.count("hairtryon: warning:") <= 2
-    assert "headwear" in err  # Grace Hopper's cap: the demo says why it may look edited
+    # the model's absence once, and Grace Hopper's cap (as the source, then as the target): the
+    # demo tries those pairs anyway and says why they may look edited
+    assert err.count("hairtryon: warning:") <= 3
+    assert "headwear" in err

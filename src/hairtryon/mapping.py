@@ -71,9 +71,9 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
 
     local = normalized_blur(lab, skin, 1.5 * face_margin_px)[..., 0]
     local = np.where(np.isnan(local), skin_col[0], local)
-    darker = (lab[..., 0] < skin_col[0] - 1.5 * spread) | \
-        (lab[..., 0] < np.minimum(local, skin_col[0] + spread) - max(1.0 * spread, 4.0))
-    taken = face & near & ((d_hair < 0.8 * d_skin) | darker)
+    darker = (lab[..., 0] < skin_col[0] - 3.0 * spread) | \
+        (lab[..., 0] < np.minimum(local, skin_col[0] + spread) - max(2.0 * spread, 8.0))
+    taken = face & near & ((d_hair < 0.6 * d_skin) | darker)
     if keep is not None:
         taken &= ~keep
     # only what is connected to the hair
@@ -81,8 +81,8 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     ids = np.unique(comp[hair.astype(bool)])
     taken &= np.isin(comp, ids[ids > 0])
     # and the thin dark line the hair's edge leaves along what was taken
-    rim = face & grow(taken | (hair.astype(bool) & ~face), max(2.0, face_margin_px / 4)) & \
-        (lab[..., 0] < local - 1.0)
+    rim = face & grow(taken | (hair.astype(bool) & ~face), max(1.5, face_margin_px / 8)) & \
+        (lab[..., 0] < local - 2.0)
     if keep is not None:
         rim &= ~keep
     taken |= rim
@@ -328,7 +328,7 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
     s = unit or size
     features = features_mask(mesh, size, grow=max(2, s / 100))
     removed = remove_hair(crop, labels, hair_prob, closing_px=max(2, int(s / 100)), margin_px=max(2, int(s / 120)),
-                          face_margin_px=max(1, int(s / 25)), strand_band_px=max(3, int(s / 60)), keep=features) & inside
+                          face_margin_px=max(1, int(s / 50)), strand_band_px=max(3, int(s / 60)), keep=features) & inside
     oval = mesh[oval_index]
     from .landmarks import CHIN, FOREHEAD, IMAGE_LEFT_EYE, IMAGE_RIGHT_EYE
 

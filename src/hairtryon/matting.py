@@ -76,8 +76,9 @@ def _box(mask: np.ndarray, pad: int = 0):
 
 def _replicate_outside(arr: np.ndarray, inside: Optional[np.ndarray]) -> np.ndarray:
     """``arr`` (S, S[, C]) with the frame pixels outside the photo (``inside`` False, a frame
-    minus an axis-aligned photo box) replaced by the nearest pixel of the photo: what lies beyond
-    a photo's border is decided by geometry only (see ``fade`` in the pipeline), never by colour."""
+    minus an axis-aligned photo box) replaced by the photo's own pixels mirrored at its border:
+    hair the photo cuts off goes on with its own strands (the pipeline tapers it off a little way
+    beyond). What lies beyond a photo's border is decided by geometry only, never by colour."""
     if inside is None or inside.all():
         return arr
     box = _box(inside)
@@ -87,7 +88,7 @@ def _replicate_outside(arr: np.ndarray, inside: Optional[np.ndarray]) -> np.ndar
     h, w = inside.shape
     core = arr[r, c]
     pad = ((r.start, h - r.stop), (c.start, w - c.stop)) + ((0, 0),) * (arr.ndim - 2)
-    return np.pad(core, pad, mode="edge")
+    return np.pad(core, pad, mode="symmetric")
 
 
 # ------------------------------------------------------------------------------------ trimap

@@ -36,6 +36,7 @@ from .segmentation import BACKGROUND, FACE, HAIR, NECK, PALETTE, SemanticMap, Se
 
 WORK_FRAME_SCALE = 1.3  # work frame = FFHQ-like head framing widened 1.3x: room for long hair
 WIDE_FRAME_SCALE = 2.0  # ... and 2x where the hair runs off that frame inside the photo
+CUT_HAIR_REACH = 0.08  # hair a source photo cuts off goes on this far (of the nominal frame), thinning out
 MAX_WORK_SIZE = 1536  # frames larger than this are worked at this size and upsampled on paste-back
 REFINE_MODES = ("auto", "sdedit", "classic", "none")
 
@@ -218,6 +219,11 @@ def _measured(analysis: FaceAnalysis, what: str) -> "colour.HairColour":
     return analysis.__dict__["hair_colour"]
 
 
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
 def _feather(mask: np.ndarray, px: float) -> np.ndarray:
     """(S, S) bool -> float32: 1 inside, a soft ramp of about ``px`` pixels outside."""
     m = mask.astype(np.float32)
@@ -279,7 +285,9 @@ class HairTryOn:
         probs, parts = segment_frame(image, frame, self.segmenter, parts=True)
         if wide or hair_runs_off(labels_from_probs(probs), frame.inside()):  # long hair: a wider frame holds it
             wide = lm.head_frame(self.work_size, WIDE_FRAME_SCALE)
-            wide = wide.with_size(min(wide.side, self.work_size))
+            # (worked at up to 4/3 the size: most of a wide frame is the hair around the head, and
+            # shrinking it would soften that hair on the way back to the photo)
+            wide = wide.with_size(min(wide.side, int(self.work_size * 4 / 3)))
             probs, parts = segment_wide(image, frame, wide, self.segmenter, probs, parts)
             frame = wide
         crop = frame.extract(image)
@@ -588,11 +596,13 @@ class HairTryOn:
             warp = f.matrix() @ align.matrix @ np.linalg.inv(src.frame.matrix())
             warped = alignment.warp_image(src.crop, warp, (s, s))
             warped_labels = alignment.warp_labels(np.where(src.inside, src.semantic.labels, 0).astype(np.uint8), warp, (s, s))
-            # hair that the source photo cuts off fades out instead of ending in a straight line,
-            # except where the target photo ends too (the hair goes on beyond both)
+            # hair that the source photo cuts off goes on beyond its border with its own strands
+            # (mirrored there by the matting) and thins out a little way on, like hair tips,
+            # instead of ending in a straight line; where the target photo ends too it goes on
             src_photo = alignment.warp_labels(src.inside.astype(np.uint8), warp, (s, s)) > 0
-            edge = cv2.distanceTransform((src_photo | ~inside).astype(np.uint8), cv2.DIST_L2, 3)
-            fade = np.clip(edge / max(2.0, 0.05 * s), 0, 1).astype(np.float32)
+            beyond = cv2.distanceTransform((~src_photo).astype(np.uint8), cv2.DIST_L2, 3)
+            reach = max(2.0, CUT_HAIR_REACH * tgt.unit)
+            fade = np.where(inside, 1.0 - _smoothstep(beyond / reach), 1.0).astype(np.float32)
 
         with clock("matting"):  # 3.2.3: the source's hair as a layer, matted in the photo it was shot in
             layer = matting.pull_hair(src.crop, src.semantic.prob(HAIR), matting.face_size(src.points),

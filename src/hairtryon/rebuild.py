@@ -369,6 +369,7 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
             elif skin_src.sum() >= 100:
                 out = skin_fill(out, part, plain_skin(image, skin_src, features, unit=s), skin_src, None,
                                 seed=seed + 3, unit=s)
+                out = silhouette_shading(out, under == NECK, part, unit=s)  # a rounded neck or shoulder
             else:
                 out = patch_fill(out, part, _enough(clean & body_src, others), seed=seed + 3)
     part = hole & (under == FACE)
