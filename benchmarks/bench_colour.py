@@ -76,7 +76,7 @@ def colour_set(tool, photos, n: int, seed: int, label: str, out: Path, max_tries
         t0 = time.perf_counter()
         try:
             ref = tool.analyze(r)
-            colour.measure_analysis(ref, colour.photo_name(r, "the colour reference"))
+            colour.measure_analysis(ref, colour.photo_name(r, colour.REFERENCE))
         except HairTryOnError as exc:
             refused.append((t, s, r, str(exc)))
             print(f"{tag(t):>20s} {tag(s):>20s} {tag(r):>20s}  refused (reference): {exc}", flush=True)

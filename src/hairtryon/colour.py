@@ -191,19 +191,36 @@ def measure(image: np.ndarray, hair: np.ndarray, face: Optional[np.ndarray] = No
     return _stats(_lab(pixels))
 
 
-def measure_analysis(analysis, what: str = "the photo") -> HairColour:
-    """:func:`measure` on a photo's cached analysis (``pipeline.FaceAnalysis``): its work-frame
-    crop, the parser's hair class inside the photo, eroded by 1/200 of the frame. Headwear: where
-    the parser sees a hat on 15% or more of the hair, the hat's pixels are left out."""
-    from .segmentation import FACE, HAIR
+def own_hair(analysis) -> np.ndarray:
+    """(S, S) bool: the parser's hair in a photo's work frame (``pipeline.FaceAnalysis``) that is
+    this person's: the connected parts of it that come within 1/8 of the face's nominal frame
+    of the face (other people's hair in a group photo, hair-coloured background further away,
+    left out); all of it when no part does. Headwear: where the parser sees a hat on 15% or
+    more of the hair, the hat's pixels are left out."""
+    from .segmentation import HAIR
 
-    labels = analysis.semantic.labels
-    hair = (labels == HAIR) & analysis.inside
+    hair = (analysis.semantic.labels == HAIR) & analysis.inside
     hat = analysis.semantic.parts.get("hat") if analysis.semantic.parts else None
     if hat is not None and hair.any() and (hat[hair] > 0.5).mean() >= 0.15:
         hair &= hat <= 0.5
-    face = (labels == FACE) & analysis.inside
-    return measure(analysis.crop, hair, face, what, erode_px=max(1, round(analysis.frame.size / 200)))
+    n, parts = cv2.connectedComponents(hair.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return hair
+    reach = max(3, int(round(analysis.unit / 8)))
+    near = cv2.dilate(analysis.face_region().astype(np.uint8),
+                      cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))).astype(bool)
+    keep = np.unique(parts[near & hair])
+    keep = keep[keep > 0]
+    return np.isin(parts, keep) if len(keep) else hair
+
+
+def measure_analysis(analysis, what: str = "the photo") -> HairColour:
+    """:func:`measure` on a photo's cached analysis (``pipeline.FaceAnalysis``): its work-frame
+    crop, the person's own hair (:func:`own_hair`), eroded by 1/200 of the frame."""
+    from .segmentation import FACE
+
+    face = (analysis.semantic.labels == FACE) & analysis.inside
+    return measure(analysis.crop, own_hair(analysis), face, what, erode_px=max(1, round(analysis.frame.size / 200)))
 
 
 # -------------------------------------------------------------------------------- recolouring
@@ -341,7 +358,7 @@ def figures(tool, base, coloured, reference) -> dict:
     ``tool``: the ``HairTryOn`` that made them (its parser looks at the results again). Each
     result's hair is what the parser finds in it where the new hair lies (matte > 0.5), inside
     the photo. Returns ``delta_e`` (CIEDE2000 between the median Lab of the coloured result's
-    hair and of the reference's parsed hair), ``delta_e_before`` (the same without colour),
+    hair and of the reference's parsed hair, :func:`own_hair`), ``delta_e_before`` (the same without colour),
     ``iou``/``iou_base`` (the hair-shape IoU of :func:`evaluation.evaluate`, the result's
     parsed hair against the warped source hair, with and without colour, and
     ``iou_change`` their difference), ``iou_runs`` (IoU of the two results' hair),
@@ -359,7 +376,7 @@ def figures(tool, base, coloured, reference) -> dict:
 
     b_img, b_hair, i_base = hair_of(base)
     c_img, c_hair, i_col = hair_of(coloured)
-    ref_hair = (reference.semantic.labels == HAIR) & reference.inside
+    ref_hair = own_hair(reference)
     e_base, e_col = strand_energy(b_img, b_hair), strand_energy(c_img, c_hair)
     return {
         "delta_e": colour_difference(c_img, c_hair, reference.crop, ref_hair),
