@@ -92,11 +92,11 @@ def test_controls_are_checked_on_the_server():
 
     service = TryOnService.__new__(TryOnService)
     assert service.options({}) == {"refine": "auto", "noise_level": 500, "steps": 25, "seed": 0,
-                                   "target_face": 0, "source_face": 0, "force": False}
+                                   "target_face": 0, "source_face": 0, "color": "source", "force": False}
     assert service.options({"seed": None, "noise_level": 300.0})["seed"] is None
     assert service.options({"force": "true"})["force"] is True
     for bad in ({"refine": "none"}, {"noise_level": 0}, {"noise_level": 1001}, {"steps": 10_000},
-                {"seed": -1}, {"seed": 1.5}, {"target_face": "x"}, {"force": "maybe"}):
+                {"seed": -1}, {"seed": 1.5}, {"target_face": "x"}, {"color": "blue"}, {"force": "maybe"}):
         with pytest.raises(HairTryOnError):
             service.options(bad)
 

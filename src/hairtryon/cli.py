@@ -114,6 +114,17 @@ def _sdedit_options(args) -> dict:
     return options
 
 
+def _colour_arg(args):
+    """``--color`` as ``HairTryOn`` takes it: None, 'keep' or the colour reference photo (read
+    here, so that an unreadable file is said before the models load)."""
+    from .colour import REFERENCE
+    from .images import load_photo
+
+    if args.color in (None, "keep"):
+        return args.color
+    return load_photo(args.color, REFERENCE)
+
+
 def cmd_swap(args) -> int:
     import re
     import time
@@ -123,11 +134,12 @@ def cmd_swap(args) -> int:
 
     _check_outputs(args, [args.target, args.source])  # a wrong -o fails at once, not after the work
     target, source = _load_pair(args)
+    color = _colour_arg(args)
     tool = _tool(args)
     t0 = time.perf_counter()
     result = _run_quietly(tool, target, source, refine=args.refine, target_face=args.target_face,
                           source_face=args.source_face, progress=_progress(), force=args.force,
-                          **_sdedit_options(args))
+                          color=color, **_sdedit_options(args))
     out = save_image(result.output, args.output)
     for message in result.meta.get("warnings", []) + _transparency_note(target, out):
         _warn(message)
@@ -141,7 +153,8 @@ def cmd_swap(args) -> int:
                    folder / "stages.png")
         print(f"wrote the {len(result.stages)} stages and their grid to {folder}/")
     h, w = result.image.shape[:2]
-    print(f"wrote {out} ({w}x{h}, refine: {result.meta['refine']}) in {time.perf_counter() - t0:.1f} s")
+    hair = f", hair colour {result.meta['hair_colour']}" if "hair_colour" in result.meta else ""
+    print(f"wrote {out} ({w}x{h}, refine: {result.meta['refine']}{hair}) in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -154,10 +167,42 @@ def cmd_sweep(args) -> int:
         raise HairTryOnError(f"--levels takes comma-separated noise levels like 300,500,700,1000, got '{args.levels}'.") from None
     _check_outputs(args, [args.target, args.source])
     target, source = _load_pair(args)
+    color = _colour_arg(args)
     tool = _tool(args)
-    grid, _ = tool.sweep(target, source, levels, progress=_progress(), **_sdedit_options(args))
+    grid, _ = tool.sweep(target, source, levels, progress=_progress(), color=color, **_sdedit_options(args))
     out = save_image(grid, args.output)
     print(f"wrote {out}: input, composite and SDEdit at t0 = {', '.join(map(str, levels))}")
+    return 0
+
+
+def cmd_catalog(args) -> int:
+    from .catalog import RESULT_FILES, style_photos
+    from .images import check_output_path, load_photo
+
+    # a wrong output, an unreadable target, a missing or empty folder: said before the models load
+    styles = style_photos(args.styles)
+    check_output_path(args.output, [args.target, *styles])
+    if args.out_dir:
+        check_output_path(args.out_dir, [args.target, *styles], folder=True, writes=RESULT_FILES)
+    target, color = load_photo(args.target, "target"), _colour_arg(args)
+    tool = _tool(args)
+    cat = tool.catalog(target, styles, color=color, progress=_progress(), out_dir=args.out_dir,
+                       keep_images=False, refine=args.refine, target_face=args.target_face, force=args.force,
+                       **_sdedit_options(args))
+    cat.save(gallery_path=args.output)
+    seen = {}
+    for s in cat.done:
+        for line in s.warnings:
+            seen.setdefault(line, []).append(s.name)
+    for line, names in seen.items():  # each warning once, with the styles it concerns
+        _warn(line + (f" ({len(names)} styles)" if len(names) > 1 else f" ({names[0]})"))
+    for s in cat.failed:
+        print(f"hairtryon: not done: {s.name}: {s.reason}", file=sys.stderr)
+    per = cat.seconds / max(len(cat.styles), 1)
+    print(f"wrote {args.output}: {len(cat.done)} of {len(cat.styles)} styles on {Path(args.target).name} "
+          f"({per:.1f} s per style)" + (f"; results in {args.out_dir}/" if args.out_dir and cat.done else ""))
+    if not cat.done:
+        raise HairTryOnError(f"no style could be tried on {Path(args.target).name}; the reasons are above.")
     return 0
 
 
@@ -395,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("target", help="photo of the person (TARGET)")
         sp.add_argument("source", help="photo of the hairstyle (SOURCE)")
         sp.add_argument("--segmenter", default="bisenet", help="bisenet (default) or unet:PATH")
+        add_colour_option(sp)
+
+    def add_colour_option(sp) -> None:
+        sp.add_argument("--color", "--colour", metavar="REF|keep", default=None,
+                        help="the new hair's colour: REF, a photo whose hair colour to use (it needs a face and "
+                             "visible hair); keep: your own hair's colour; default: the hairstyle photo's")
 
     sp = sub.add_parser("swap", help="the target photo with the source photo's hairstyle")
     add_photo_options(sp)
@@ -416,6 +467,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", required=True, help="the grid image")
     add_sdedit_options(sp, with_level=False)
     sp.set_defaults(func=cmd_sweep)
+
+    sp = sub.add_parser("catalog", help="every hairstyle of a folder on one photo, in one labelled grid")
+    sp.add_argument("target", help="photo of the person (TARGET)")
+    sp.add_argument("styles", metavar="STYLES_DIR", help="folder of hairstyle photos (each one a style)")
+    sp.add_argument("-o", "--output", required=True, help="the labelled grid (PNG or JPEG)")
+    sp.add_argument("--out-dir", metavar="DIR", help="also write every result at full resolution, as TARGET__STYLE.png")
+    sp.add_argument("--segmenter", default="bisenet", help="bisenet (default) or unet:PATH")
+    add_colour_option(sp)
+    sp.add_argument("--refine", default="auto", choices=["auto", "sdedit", "classic", "none"],
+                    help="as for swap (default auto)")
+    sp.add_argument("--force", action="store_true", help="try the styles the checks decline anyway, with warnings")
+    sp.add_argument("--target-face", type=int, default=0, help="which face in the target, 0 = largest")
+    add_sdedit_options(sp)
+    sp.set_defaults(func=cmd_catalog)
 
     sp = sub.add_parser("demo", help="the try-on on two public-domain portraits, both ways")
     sp.add_argument("-o", "--output", default="demo", help="folder for the results (default: demo/)")

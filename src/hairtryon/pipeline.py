@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import threading
 import time
 import warnings
@@ -23,9 +24,10 @@ from typing import Callable, Dict, Optional
 
 import cv2
 import numpy as np
+from PIL.Image import Image as PILImage
 from tqdm.auto import tqdm
 
-from . import alignment, checks, compositing, inpainting, mapping, matting, rebuild, refinement
+from . import alignment, checks, colour, compositing, inpainting, mapping, matting, rebuild, refinement
 from .errors import HairTryOnError, describe
 from .framing import Frame, disk, grow
 from .images import ImageLike, Photo, grey_rgb, load_photo
@@ -228,6 +230,13 @@ class _Clock:
             self.bar.update(1)
 
 
+def _measured(analysis: FaceAnalysis, what: str) -> "colour.HairColour":
+    """:func:`colour.measure_analysis` of a photo, kept with its analysis (measured once)."""
+    if "hair_colour" not in analysis.__dict__:
+        analysis.__dict__["hair_colour"] = colour.measure_analysis(analysis, what)
+    return analysis.__dict__["hair_colour"]
+
+
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
@@ -328,9 +337,14 @@ class HairTryOn:
         return model, why
 
     def __call__(self, target: ImageLike, source: ImageLike, refine: str = "auto", target_face: int = 0,
-                 source_face: int = 0, progress: bool = False, force: bool = False, **sdedit_options) -> TryOnResult:
+                 source_face: int = 0, progress: bool = False, force: bool = False, color=None,
+                 **sdedit_options) -> TryOnResult:
         """Put the hairstyle of ``source`` on the person in ``target`` (paths, PIL images or
         (H, W, 3) uint8 arrays).
+
+        ``color``: the new hair's colour. None (default): the source's, as in the paper; 'keep':
+        the target's own; a photo (path, PIL image or array): that photo's hair colour; or a
+        :class:`colour.HairColour`. See :meth:`reference_colour`.
 
         ``refine``: 'auto' (default: SDEdit when the diffusion model can be had, else the classic
         result with a :class:`RefineFallbackWarning`), 'sdedit' (fails without the model),
@@ -350,7 +364,7 @@ class HairTryOn:
         clock = _Clock(bar)
         try:
             tgt, src, mapping, final, artifacts, parsed, paste_alpha, found = self._classic(
-                target, source, refine != "none", target_face, source_face, clock, force)
+                target, source, refine != "none", target_face, source_face, clock, force, color)
             classic, edit = final, None
             if model is not None:
                 with clock("sdedit"):
@@ -370,6 +384,8 @@ class HairTryOn:
                 "refine": "sdedit" if model is not None else ("none" if refine == "none" else "classic")}
         if mapping.alignment.reason:
             meta["alignment_fallback"] = mapping.alignment.reason
+        if mapping.colour is not None:
+            meta["hair_colour"] = mapping.colour.describe()
         meta["warnings"] = []  # one-line messages for the person: the CLI prints them, the web page shows them
         meta["faces"] = {"target": tgt.faces_found, "source": src.faces_found}
         for role, photo, analysis, index in (("target", target, tgt, target_face), ("source", source, src, source_face)):
@@ -401,21 +417,22 @@ class HairTryOn:
                            alpha=alpha)
 
     def _classic(self, target, source, fast_marching: bool, target_face: int, source_face: int, clock: "_Clock",
-                 force: bool = False):
+                 force: bool = False, color=None):
         """Analysis, checks, mapping and (optionally) fast marching: everything before SDEdit."""
         with clock("analysis"):
             tgt = self.analyze(target, target_face, "target")
             src = self.analyze(source, source_face, "source")
+            reference = self.reference_colour(color, tgt, target)
         with clock("checks"):
             found = self.check_photos(tgt, src)
             found.raise_if_declined(force)
-        mapping = self.map_hair(tgt, src, clock)
+        mapping = self.map_hair(tgt, src, clock, reference)
         if tgt.frame.side < tgt.landmarks.head_frame(1, WIDE_FRAME_SCALE).side and \
                 hair_runs_off((mapping.layer.alpha > 0.5).astype(np.uint8) * HAIR, tgt.inside):
             # the new hairstyle is bigger than the target's frame: map it again in the wide one
             with clock("analysis"):
                 tgt = self.analyze(target, target_face, "target", wide=True)
-            mapping = self.map_hair(tgt, src, clock)
+            mapping = self.map_hair(tgt, src, clock, reference)
         found.concerns += self.check_pair(tgt, src, mapping)
         found.raise_if_declined(force)
         final, artifacts, parsed = mapping.composite, np.zeros_like(mapping.removed), None
@@ -432,7 +449,7 @@ class HairTryOn:
         return tgt, src, mapping, final, artifacts, parsed, paste_alpha, found
 
     def sweep(self, target: ImageLike, source: ImageLike, levels, target_face: int = 0, source_face: int = 0,
-              progress: bool = False, **sdedit_options):
+              progress: bool = False, color=None, **sdedit_options):
         """SDEdit of one try-on at several noise levels (the paper's Figure 12). Needs the
         diffusion model. Returns (grid (H, W, 3) uint8 labelled: input, composite, one result per
         level; [(level, full-resolution result in the target's own kind, see TryOnResult.output)])."""
@@ -444,7 +461,7 @@ class HairTryOn:
         target, source = self.load(target, "target"), self.load(source, "source")
         model, _ = self.diffusion("sdedit")
         tgt, src, mapping, final, artifacts, _, paste_alpha, _ = self._classic(target, source, True, target_face,
-                                                                               source_face, _Clock(None))
+                                                                               source_face, _Clock(None), color=color)
         tiles = [("input", tgt.crop), ("composite", final)]
         results = []
         for level in levels:
@@ -576,8 +593,38 @@ class HairTryOn:
                 face_oval_indices(), shoulders, tgt.inside, tgt.unit)
         return tgt.__dict__["regions"]
 
-    def map_hair(self, tgt: FaceAnalysis, src: FaceAnalysis, clock: Optional[_Clock] = None) -> "Mapping":
-        """Face and hair mapping (paper 3.2): transform, cropping, replacing, in the target's frame."""
+    def reference_colour(self, color, tgt: FaceAnalysis, target: ImageLike = None) -> Optional["colour.HairColour"]:
+        """The hair colour ``color`` asks for (see :meth:`__call__`), measured once per photo:
+        None for the source's own; 'keep': the target's (``tgt``); a photo: its hair, parsed like
+        any input (it needs a face and visible hair, not a usable hairstyle). Too little hair
+        raises :class:`colour.TooLittleHair` naming the photo."""
+        if color is None or isinstance(color, colour.HairColour):
+            return color
+        if isinstance(color, str) and color == "keep":
+            return _measured(tgt, describe(tgt.photo.name if tgt.photo else "", "target"))
+        if not isinstance(color, (str, os.PathLike, np.ndarray, PILImage, Photo)):
+            raise HairTryOnError(f"color must be None, 'keep' or a photo (a path, PIL image or array), not "
+                                 f"{type(color).__name__}.")
+        ref = self.analyze(color, 0, colour.REFERENCE)  # no face: the message names the photo
+        return _measured(ref, describe(ref.photo.name if ref.photo else "", colour.REFERENCE))
+
+    def catalog(self, target: ImageLike, styles, color=None, progress: bool = False, out_dir=None,
+                keep_images: bool = True, **options) -> "catalog.Catalog":
+        """Every hairstyle of ``styles`` (a folder, or a list of paths, PIL images or arrays) on
+        one ``target``: a :class:`catalog.Catalog` (its ``gallery()`` is the labelled grid). The
+        target is analysed once; a style that fails (unreadable, no face, declined) is kept
+        with its reason and the rest go on. ``color`` applies to every style. Files are written
+        only with ``out_dir`` (each result at full resolution). ``options``: those of
+        :meth:`__call__`."""
+        from . import catalog
+
+        return catalog.run(self, target, styles, color=color, progress=progress, out_dir=out_dir,
+                           keep_images=keep_images, **options)
+
+    def map_hair(self, tgt: FaceAnalysis, src: FaceAnalysis, clock: Optional[_Clock] = None,
+                 colour_ref: Optional["colour.HairColour"] = None) -> "Mapping":
+        """Face and hair mapping (paper 3.2): transform, cropping, replacing, in the target's frame.
+        ``colour_ref``: the new hair's colour (None: the source's own)."""
         clock = clock or _Clock(None)
         s = tgt.frame.size
         inside = tgt.inside
@@ -625,8 +672,12 @@ class HairTryOn:
             hidden = cv2.erode((layer.alpha > 0.99).astype(np.uint8), disk(max(2, u / 200))).astype(bool)
             hairless = self._rebuild(tgt, tgt.crop, removed & ~hidden & inside, under)
             composite = compositing.replace_hair(hairless, layer)
+            plain = None
+            if colour_ref is not None:  # --color: the same strands in another colour; the re-parse sees the source's
+                plain, layer = composite, colour.recolour_layer(layer, colour_ref)
+                composite = compositing.replace_hair(hairless, layer)
         return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, under, intended, hairless,
-                       composite, hair_upscale=hair_upscale)
+                       composite, hair_upscale=hair_upscale, colour=colour_ref, plain=plain)
 
     def _rebuild(self, tgt: FaceAnalysis, image: np.ndarray, hole: np.ndarray, under: np.ndarray) -> np.ndarray:
         """:func:`rebuild.rebuild` of ``hole`` in the target's frame, from its own pixels."""
@@ -645,7 +696,7 @@ class HairTryOn:
         (S, S) bool, the re-parse :class:`SemanticMap`)."""
         clock = clock or _Clock(None)
         with clock("reparse"):
-            parsed = self.parse_crop(mapping.composite)
+            parsed = self.parse_crop(mapping.composite if mapping.plain is None else mapping.plain)
         with clock("fast_marching"):
             u = tgt.unit
             artifacts = inpainting.find_artifacts(parsed.labels, mapping.intended, min_width=max(3, int(u / 100)))
@@ -689,6 +740,9 @@ class Mapping:
     ``intended``: the mapping mask. ``hairless``: the target with the old
     hair's place rebuilt. ``composite``: the mapping image, the new hair over ``hairless``.
     ``hair_upscale``: how many target photo pixels one pixel of the source's frame became.
+    ``colour``: the colour the new hair was given (None: the source's own); ``plain``: then the
+    mapping image in the source's own colour, which the re-parse looks at (the artifacts do not
+    depend on the colour: a parser takes pale pink hair for skin).
     """
 
     alignment: "alignment.Alignment"
@@ -705,6 +759,8 @@ class Mapping:
     hair_upscale: float = 1.0
     changed_alpha: Optional[np.ndarray] = None  # (S, S) float32: where the try-on rebuilt, feathered
     classic: Optional[np.ndarray] = None  # (S, S, 3) uint8: the fast-marching result (before SDEdit)
+    colour: Optional["colour.HairColour"] = None
+    plain: Optional[np.ndarray] = None
 
 
 def _stage_pictures(tgt: FaceAnalysis, src: FaceAnalysis, mapping: Mapping, parsed: Optional[SemanticMap],

@@ -12,9 +12,12 @@ returns. Three parts, each usable without the others:
   work one request at a time, uploads and results kept in one temporary folder that is
   emptied on a schedule and removed at exit, loopback unless asked otherwise).
 
-The form is declared in :data:`PHOTOS` and :data:`CONTROLS`: a new input (say a hair-colour
-reference) is one more entry there, passed to ``HairTryOn.__call__`` under its ``name``. New
-entries go at the end, so the HTTP API's argument order stays compatible.
+The form is declared in :data:`PHOTOS` and :data:`CONTROLS`: a new input is one more entry
+there, passed to ``HairTryOn.__call__`` under its ``name``. New entries go at the end, so the
+HTTP API's argument order stays compatible (a photo added later, like the hair colour photo,
+is marked ``after_controls``: it comes after the controls in the API). The hair colour is the
+``color`` control (source, keep, photo) with the ``color_photo`` upload: one ``color``
+argument of ``HairTryOn.__call__`` (:meth:`TryOnService.colour`).
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ from PIL import Image, UnidentifiedImageError
 from .checks import CannotDoWell
 from .errors import HairTryOnError, NoFaceFound
 from .framing import resize
-from .images import pil_to_rgb, save_image
+from .images import load_photo, save_image
 
 log = logging.getLogger("hairtryon.web")
 
@@ -94,7 +97,7 @@ def read_photo(file: Union[str, os.PathLike, bytes], what: str = "the photo") ->
                 raise UploadRejected(f"{what_cap} has {w * h / 1e6:.0f} megapixels ({w}x{h}); photos up to "
                                      f"{MAX_PIXELS // 1_000_000} megapixels are accepted.")
             pil.load()
-            return pil_to_rgb(pil)
+            return load_photo(pil).rgb
     except Image.DecompressionBombError:  # Pillow's own refusal, far beyond our limit
         raise UploadRejected(f"{what_cap} has far more than {MAX_PIXELS // 1_000_000} megapixels; photos up to "
                              f"{MAX_PIXELS // 1_000_000} megapixels are accepted.") from None
@@ -147,6 +150,7 @@ class PhotoField:
     face: Optional[str] = None
     required: bool = True
     info: str = ""
+    after_controls: bool = False  # added later: comes after the controls in the HTTP API (order kept)
 
 
 PHOTOS: Tuple[PhotoField, ...] = (
@@ -154,6 +158,8 @@ PHOTOS: Tuple[PhotoField, ...] = (
                info="the person who tries the hairstyle (upload or webcam)"),
     PhotoField("source", "Hairstyle photo", "the hairstyle photo", ("upload",), face="source_face",
                info="anyone wearing the haircut you want"),
+    PhotoField("color_photo", "Hair colour photo (optional)", "the hair colour photo", ("upload",), required=False,
+               info="anyone whose hair colour you want (used when Hair colour is 'photo')", after_controls=True),
 )
 
 
@@ -213,6 +219,7 @@ def _yes_no(label: str) -> Callable[[Any], Any]:
 
 
 REFINE_CHOICES = ("auto", "sdedit", "classic")
+COLOR_CHOICES = ("source", "keep", "photo")
 CONTROLS: Tuple[Control, ...] = (
     Control("refine", "Refine", "radio", "auto", _one_of("refine", REFINE_CHOICES), choices=REFINE_CHOICES,
             info="auto: SDEdit when the diffusion model is available, else classic; sdedit: SDEdit or an "
@@ -227,6 +234,9 @@ CONTROLS: Tuple[Control, ...] = (
             info="0 = the largest face, 1 = the next, ...", advanced=True),
     Control("source_face", "Face in the hairstyle photo", "number", 0,
             _int_in("the face in the hairstyle photo", 0, 9), info="0 = the largest face", advanced=True),
+    Control("color", "Hair colour", "radio", "source", _one_of("the hair colour", COLOR_CHOICES),
+            choices=COLOR_CHOICES, info="source: the hairstyle photo's; keep: your own hair's; photo: the hair "
+                                        "colour photo's (upload one)"),
     Control("force", "Try anyway", "checkbox", False, _yes_no("try anyway"),
             info="make the try-on even for a pair the tool says it cannot do well (a hat, a turned head, "
                  "hair the photo cuts off); the notes then say what to expect"),
@@ -297,6 +307,7 @@ class TryOnService:
         progress(len(faced) / (len(faced) + 1), "trying the hairstyle")
         kwargs = {p.name: photos[p.name] for p in PHOTOS if photos.get(p.name) is not None}
         kwargs.update(options)
+        kwargs["color"] = self.colour(options, kwargs.pop("color_photo", None))
         result = self.tool(progress=True, **kwargs)  # tqdm bars: the page's progress follows them
         progress(0.99, "preparing the pictures")
         image = result.image
@@ -306,6 +317,22 @@ class TryOnService:
         h, w = image.shape[:2]
         return WebResult(_shrink(photos["target"], DISPLAY_MAX_SIDE), _shrink(image, DISPLAY_MAX_SIDE), stages,
                          png, self.notes(result, time.perf_counter() - t0), (w, h), result.meta)
+
+    def colour(self, options: Mapping[str, Any], photo: Optional[np.ndarray]):
+        """``HairTryOn``'s ``color`` from the page's choice: None (the hairstyle photo's), 'keep'
+        or the hair colour photo (which must then be given, and show a face and hair)."""
+        choice = options.get("color", "source")
+        if choice == "keep":
+            return "keep"
+        if choice != "photo":
+            return None
+        if photo is None:
+            raise HairTryOnError("Add the hair colour photo first, or choose another hair colour.")
+        try:
+            self.tool.analyze(photo)
+        except NoFaceFound as exc:
+            raise NoFaceFound(f"The hair colour photo: {exc}") from None
+        return photo
 
     @staticmethod
     def notes(result, took: float) -> List[str]:
@@ -324,6 +351,8 @@ class TryOnService:
             lines.append("SDEdit fell back to the classic result (the reason is below).")
         if meta.get("alignment_fallback"):
             lines.append(f"Note: similarity transform used ({meta['alignment_fallback']}).")
+        if meta.get("hair_colour"):
+            lines.append(f"Hair colour: {meta['hair_colour']}.")
         for line in meta.get("warnings", []):
             if line not in lines:
                 lines.append(str(line))
@@ -367,10 +396,10 @@ def build_app(service: TryOnService, examples: Optional[Sequence[Sequence[str]]]
     with gr.Blocks(title="hairtryon", analytics_enabled=False, delete_cache=(60, 900)) as app:
         gr.Markdown("# hairtryon\nYour photo with the hairstyle of another photo: choose both, press **Run**. "
                     "Photos up to 20 MB and 40 megapixels; they stay on this server only while it needs them.")
-        photo_inputs = []
+        photo_inputs, later_photos = [], []
         with gr.Row():
             for p in PHOTOS:
-                photo_inputs.append(_photo_component(gr, p))
+                (later_photos if p.after_controls else photo_inputs).append(_photo_component(gr, p))
         made = {}
         with gr.Row():
             for c in CONTROLS:
@@ -381,7 +410,10 @@ def build_app(service: TryOnService, examples: Optional[Sequence[Sequence[str]]]
                 for c in CONTROLS:
                     if c.advanced:
                         made[c.name] = _control_component(gr, _with_default(c, defaults))
-        controls = [made[c.name] for c in CONTROLS]
+        controls = [made[c.name] for c in CONTROLS] + later_photos  # the API's order: new inputs last
+        if "color" in made and later_photos:  # a hair colour photo given: use it
+            later_photos[0].upload(lambda: "photo", None, made["color"], queue=False, show_progress="hidden",
+                                   api_visibility="private")
         run = gr.Button("Run", variant="primary", elem_id="run")
         if examples:
             # Grace Hopper wears a cap, which the realism checks decline: the examples try anyway
@@ -405,7 +437,8 @@ def build_app(service: TryOnService, examples: Optional[Sequence[Sequence[str]]]
         def clear():
             return None, None, None, "Working..."
 
-        names = [p.name for p in PHOTOS] + [c.name for c in CONTROLS]
+        names = ([p.name for p in PHOTOS if not p.after_controls] + [c.name for c in CONTROLS]
+                 + [p.name for p in PHOTOS if p.after_controls])
 
         def tryon(*values):
             *values, progress = values
@@ -430,8 +463,10 @@ def build_app(service: TryOnService, examples: Optional[Sequence[Sequence[str]]]
 
         # the inputs by name (the API's parameter names), then gradio's progress tracker: it
         # follows the pipeline's tqdm bars (its stages, SDEdit's steps)
+        optional = {p.name for p in PHOTOS if not p.required and p.after_controls}  # default None: optional in the API
         tryon.__signature__ = inspect.Signature(
-            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                               **({"default": None} if n in optional else {})) for n in names]
             + [inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                  default=gr.Progress(track_tqdm=True))])
         work = run.click(clear, None, outputs, queue=False, show_progress="hidden", api_visibility="private").then(
