@@ -264,7 +264,7 @@ def test_the_page_takes_a_colour_photo_over_http(tool, ctrlhair_dir, tmp_path, m
         params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/tryon"]["parameters"]
         names = [p["parameter_name"] for p in params]
         assert names[:8] == ["target", "source", "refine", "noise_level", "steps", "seed", "target_face",
-                             "source_face"] and names[8:] == ["color", "color_photo"], names
+                             "source_face"] and names[8:] == ["color", "force", "color_photo"], names
         t, s = (handle_file(str(ctrl(ctrlhair_dir, n))) for n in ("CelebaMask_HQ___19156", "CelebaMask_HQ___04884"))
         old = client.predict(target=t, source=s, refine="classic", noise_level=500, steps=25, seed=0, target_face=0,
                              source_face=0, api_name="/tryon")  # as clients called it before the colour

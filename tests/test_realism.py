@@ -133,3 +133,38 @@ def test_ordinary_pair_is_not_declined(tool, portraits):
     assert not any(c["declined"] for c in r.meta["concerns"])
     hair = r.masks["hair_alpha"] > 0.5
     assert hair.sum() > 0.05 * hair.size
+
+
+def test_body_from_person_relabels_only_this_persons_body():
+    """The parser's background becomes neck+clothes only below the chin, away from the hair, in
+    the person region that holds the chin: not another person's body, not the scene between
+    strands, not above the chin."""
+    from hairtryon.segmentation import SemanticMap, body_from_person
+
+    s = 200
+    labels = np.full((s, s), BACKGROUND, np.uint8)
+    labels[40:100, 80:120] = FACE
+    labels[60:130, 60:70] = HAIR  # a lock of hair down the left side
+    person = np.zeros((s, s), np.float32)
+    person[30:, 50:150] = 1.0  # this person: head and body
+    person[120:, 170:] = 1.0  # someone else, not touching
+    probs = np.zeros((5, s, s), np.float32)
+    probs[BACKGROUND] = 1.0
+    out = body_from_person(SemanticMap(labels, probs), person, chin=(100, 100), guard=5)
+    body = out.labels == NECK
+    assert body[150, 100] and body[190, 140]  # this person's shoulders
+    assert not body[:101].any()  # nothing above the chin
+    assert not body[120:, 170:].any()  # not the other person
+    assert not body[105:125, 56:74].any()  # not beside the hair
+    assert (out.probs.argmax(0)[body] == NECK).all()  # the probabilities say the same
+
+
+def test_a_bare_shoulder_the_parser_missed_is_body(long_to_short):
+    """On i5R8hbZFDdc the parser calls the bare shoulders background; the person segmenter's
+    mask makes them body, so the shoulder the old hair hid is rebuilt as the other one's mirror
+    image (skin), not from the scene behind."""
+    tgt = long_to_short.target
+    assert tgt.semantic.meta.get("body_from_person", 0) > 0.02 * tgt.semantic.labels.size
+    m = long_to_short.masks
+    rebuilt_body = m["removed"] & (m["mapping_mask"] == NECK) & (m["hair_alpha"] < 0.05)
+    assert rebuilt_body.sum() > 0.01 * rebuilt_body.size

@@ -690,8 +690,11 @@ EVAL_COLUMNS = ("pair", "target", "source", "seed", "status", "message", "warnin
 
 
 def _fmt(v) -> str:
+    # four significant digits: more than any of the measures can tell, and fewer than the last
+    # bits that floating-point sums in a different thread count (a Ray worker's BLAS runs on one
+    # thread) may change
     if isinstance(v, float):
-        return "" if math.isnan(v) else format(v, ".6g")
+        return "" if math.isnan(v) else format(v, ".4g")
     return str(v)
 
 

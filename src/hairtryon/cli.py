@@ -647,6 +647,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .images import limit_malloc_arenas
+
+    limit_malloc_arenas()  # photo-sized arrays freed by worker threads go back to a few heaps, not one each
     shown, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         return int(args.func(args) or 0)

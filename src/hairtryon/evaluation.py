@@ -23,7 +23,8 @@ target's own, bit for bit, and would only flatter the figures):
   own skin (its face less the eyes, brows and lips, :func:`facial_features`); NaN when less than
   0.5% of the face area was uncovered.
 - ``face_psnr``: PSNR over the target's face (shrunk by ``tolerance``) that the new hair does
-  not touch: the person's own face, kept.
+  not touch and the try-on did not take as old hair: the person's own face, kept (100 dB when
+  bit-identical).
 - ``face_taken``: the share of the face (as the try-on parsed it) that the try-on took for old
   hair.
 
@@ -122,7 +123,9 @@ def evaluate(result, tool, scorer: Optional[Segmenter] = None, tolerance: float 
     uncovered = tgt_hair & (res_labels == FACE) & ~grow(res_hair) & inside
     own_skin = tgt_face & (res_labels == FACE) & ~facial_features(tgt, tolerance * 2) & ~uncovered
     face_area = int(tgt_face.sum())
-    untouched = shrink(tgt_face) & (result.masks["hair_alpha"] == 0)
+    # the face the try-on neither covers with new hair nor takes as old hair (strands, their
+    # shade: rebuilt on purpose, counted by face_taken)
+    untouched = shrink(tgt_face) & (result.masks["hair_alpha"] == 0) & ~grow(result.masks["removed"])
     tool_face = (tgt.semantic.labels == FACE) & inside
     return {
         "hair_iou": iou(res_hair, aligned),

@@ -215,6 +215,17 @@ def body_outline(labels: np.ndarray, removed: np.ndarray, oval: np.ndarray, chin
     cv2.fillPoly(outline, [np.round(poly).astype(np.int32)], 1, lineType=cv2.LINE_8)
     neck = np.zeros((s, s), np.uint8)
     cv2.fillPoly(neck, [np.round(np.array([top_l, neck_l, base, neck_r, top_r])).astype(np.int32)], 1)
+    # a side hidden by the old hair whose other side is well in sight: that side's mirror image is
+    # its silhouette (a body is near symmetric; the drawn outline is only a guess)
+    yy, xx = np.mgrid[0:s, 0:s]
+    across_px = (xx - chin[0]) * side[0] + (yy - chin[1]) * side[1]
+    seen = visible.astype(bool) & ~neck.astype(bool)
+    for sign in (-1.0, 1.0):
+        this, other = sign * across_px > 0, sign * across_px < 0
+        seen_other, seen_this = (seen & other).sum(), (seen & this).sum()
+        drawn_other = (outline.astype(bool) & other & ~neck.astype(bool)).sum()
+        if seen_other > 2 * seen_this and seen_other > 0.3 * max(drawn_other, 1):
+            outline[this & ~neck.astype(bool)] = 0
     return (visible | mirrored | outline).astype(bool), neck.astype(bool)
 
 
@@ -295,13 +306,15 @@ class TargetRegions:
     """What is decided once per target photo, in its work frame (all (S, S) bool):
     ``removed`` where its old hair was (to rebuild), ``face`` its face's own outline, ``body``
     its neck and clothes' outline, ``neck`` the neck's column within it; ``mirror`` the (3, 3)
-    face-mirror homography or None."""
+    face-mirror homography or None; ``body_mirror`` the (3, 3) reflection across the face's
+    axis, which takes one shoulder to the other."""
 
     removed: np.ndarray
     face: np.ndarray
     body: np.ndarray
     neck: np.ndarray
     mirror: Optional[np.ndarray]
+    body_mirror: Optional[np.ndarray] = None  # (3, 3): the reflection across the face's axis (shoulder to shoulder)
 
 
 def features_mask(mesh: np.ndarray, size: int, grow: float) -> np.ndarray:
@@ -343,7 +356,8 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
     face_width = float(np.ptp(oval[:, 0]))
     axis = mesh[FOREHEAD] - mesh[CHIN]
     body, neck = body_outline(labels, removed, oval, chin, axis, valid_shoulders(shoulders, chin, face_width))
-    return TargetRegions(removed, face, body & ~face, neck & ~face, face_mirror(mesh, oval_index))
+    body_mirror = np.vstack([reflection(chin, axis), [0.0, 0.0, 1.0]])
+    return TargetRegions(removed, face, body & ~face, neck & ~face, face_mirror(mesh, oval_index), body_mirror)
 
 
 __all__ = ["features_mask", "target_regions", "remove_hair", "stray_strands", "face_outline", "body_outline", "valid_shoulders", "face_mirror",

@@ -894,6 +894,9 @@ def photo_finish(image: np.ndarray, frame, alpha: np.ndarray, target: Grain, ups
     Returns a new array (the input when nothing is to be done), or ``image`` itself changed
     when ``in_place`` (no second photo-sized array)."""
     rows, cols, brows, bcols = frame.roi()
+    k = frame.side / frame.size
+    if (rows.stop - rows.start) * (cols.stop - cols.start) > FINISH_IN_STRIPS:
+        return _photo_finish_strips(image, frame, alpha, target, upscale, rng, in_place)
     a = frame.to_image_box(alpha.astype(np.float32))[brows, bcols]
     if not (a > 0).any():
         return image
@@ -901,7 +904,6 @@ def photo_finish(image: np.ndarray, frame, alpha: np.ndarray, target: Grain, ups
     region = image[rows, cols][box].astype(np.float32)
     ab = np.clip(a[box], 0.0, 1.0)
     out = region
-    k = frame.side / frame.size
     if k > 1.05:
         y = _luma(region)
         y2 = _unsharp(y, 0.6 * k, min(1.0, 2.0 / max(upscale, 1e-6)), envelope=SHARPEN_ENVELOPE)
@@ -913,6 +915,78 @@ def photo_finish(image: np.ndarray, frame, alpha: np.ndarray, target: Grain, ups
     result = image if in_place else image.copy()
     view = result[rows, cols]
     view[box] = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    return result
+
+
+FINISH_IN_STRIPS = 4096 * 4096  # photo pixels past which photo_finish works in strips
+FINISH_STRIP_ROWS = 1024
+FINISH_WINDOW = 1536  # the side of the window the hair's own grain is measured in, in strips
+
+
+def _photo_finish_strips(image: np.ndarray, frame, alpha: np.ndarray, target: Grain, upscale: float,
+                         rng: Optional[np.random.Generator], in_place: bool) -> np.ndarray:
+    """:func:`photo_finish` for a very large photo, a band of rows at a time (a 12000² photo's
+    hair box as float32 would be gigabytes): the matte at full resolution as uint8, the unsharp
+    mask per band with a halo of rows around it (each band written once the next one has read
+    its halo), the hair's own grain measured in the :data:`FINISH_WINDOW`² window holding the
+    most opaque hair, and the missing grain added band by band."""
+    rng = rng if rng is not None else np.random.default_rng(1)
+    rows, cols, brows, bcols = frame.roi()
+    a8 = frame.to_image_box(np.round(np.clip(alpha, 0.0, 1.0) * 255.0).astype(np.uint8))[brows, bcols]
+    box = _box(a8 > 0, pad=4)
+    if box is None:
+        return image
+    result = image if in_place else image.copy()
+    view = result[rows, cols]
+    r0, r1, cs = box[0].start, box[0].stop, box[1]
+    k = frame.side / frame.size
+    sharpen = k > 1.05
+    sigma, amount = 0.6 * k, min(1.0, 2.0 / max(upscale, 1e-6))
+    halo = int(np.ceil(4.0 * sigma)) + 2 if sharpen else 0
+
+    def finished(y0: int, y1: int) -> np.ndarray:
+        """Rows y0:y1 of the box sharpened (float32, box columns), from the rows around them."""
+        ya, yb = max(0, y0 - halo), min(view.shape[0], y1 + halo)
+        reg = view[ya:yb, cs].astype(np.float32)
+        if sharpen:
+            ab = a8[ya:yb, cs].astype(np.float32) / 255.0
+            yl = _luma(reg)
+            y2 = _unsharp(yl, sigma, amount, envelope=SHARPEN_ENVELOPE)
+            reg = np.clip(reg + ((y2 - yl) * ab)[..., None], 0, 255)
+        return reg[y0 - ya:y0 - ya + (y1 - y0)]
+
+    # the hair's own grain once sharpened, where the most opaque hair is
+    missing = 0.0
+    if np.isfinite(target.noise) and target.noise > 0:
+        opaque = (a8[r0:r1, cs] > 242).astype(np.float32)
+        f = 16
+        small = cv2.resize(opaque, (max(1, opaque.shape[1] // f), max(1, opaque.shape[0] // f)),
+                           interpolation=cv2.INTER_AREA)
+        w = max(1, FINISH_WINDOW // f)
+        counts = cv2.boxFilter(small, -1, (w, w), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        cy, cx = np.unravel_index(int(np.argmax(counts)), counts.shape)
+        wy0 = int(np.clip(cy * f - FINISH_WINDOW // 2, 0, max(0, opaque.shape[0] - FINISH_WINDOW)))
+        wx0 = int(np.clip(cx * f - FINISH_WINDOW // 2, 0, max(0, opaque.shape[1] - FINISH_WINDOW)))
+        wy1, wx1 = min(opaque.shape[0], wy0 + FINISH_WINDOW), min(opaque.shape[1], wx0 + FINISH_WINDOW)
+        win = finished(r0 + wy0, r0 + wy1)[:, wx0:wx1]
+        where = opaque[wy0:wy1, wx0:wx1] > 0
+        if where.sum() >= 256:
+            have, _ = grain_level(_luma(win), where)
+            have = have if np.isfinite(have) else 0.0
+            missing = float(np.sqrt(max(0.0, target.noise ** 2 - have ** 2)))
+        del win, opaque, small, counts
+    pending = None
+    for y0 in range(r0, r1, FINISH_STRIP_ROWS):
+        y1 = min(r1, y0 + FINISH_STRIP_ROWS)
+        band = finished(y0, y1)
+        if missing >= 0.05:
+            band = np.clip(band + (make_grain(band.shape[:2], missing, target.size, rng)
+                                   * (a8[y0:y1, cs].astype(np.float32) / 255.0))[..., None], 0, 255)
+        if pending is not None:  # written now that this band has read its halo
+            view[pending[0]:pending[1], cs] = pending[2]
+        pending = (y0, y1, np.clip(np.round(band), 0, 255).astype(np.uint8))
+    if pending is not None:
+        view[pending[0]:pending[1], cs] = pending[2]
     return result
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from PIL.Image import Image as PILImage
 from tqdm.auto import tqdm
 
-from . import alignment, checks, colour, compositing, inpainting, mapping, matting, rebuild, refinement
+from . import alignment, checks, colour, compositing, inpainting, mapping, matting, rebuild, refinement, segmentation
 from .errors import HairTryOnError, describe
 from .framing import Frame, disk, grow
 from .images import ImageLike, Photo, grey_rgb, load_photo
@@ -80,6 +80,9 @@ class FaceAnalysis:
     ``photo``: the loaded :class:`~hairtryon.images.Photo` (its alpha, greyness, name).
     ``faces_found``: how many faces the photo shows (``landmarks`` is one of them).
     ``others``: the other faces found in the photo (photo coordinates).
+    ``person``: (S, S) float32 how surely each crop pixel shows a person (MediaPipe Selfie
+    Segmentation): where the parser called this person's body background, ``semantic`` says
+    neck+clothes (:func:`segmentation.body_from_person`).
     """
 
     image: np.ndarray
@@ -90,6 +93,7 @@ class FaceAnalysis:
     photo: Optional[Photo] = None
     faces_found: int = 1
     others: list = field(default_factory=list)
+    person: Optional[np.ndarray] = None  # (S, S) float32: the person segmenter's mask of the crop
 
     @property
     def points(self) -> np.ndarray:
@@ -276,6 +280,7 @@ class HairTryOn:
         self.work_size = int(work_size)
         self._cache: "OrderedDict[tuple, FaceAnalysis]" = OrderedDict()
         self._cache_size = cache_size
+        self._person = None  # the person segmenter, created on first use
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ per-photo analysis
@@ -309,14 +314,29 @@ class HairTryOn:
             probs, parts = segment_wide(image, frame, wide, self.segmenter, probs, parts)
             frame = wide
         crop = frame.extract(image)
-        analysis = FaceAnalysis(image, lm, frame, crop, SemanticMap(labels_from_probs(probs), probs,
-                                                                    {"segmenter": self.segmenter.name}, parts),
-                                photo, len(faces), [f for f in faces if f is not lm])
+        semantic = SemanticMap(labels_from_probs(probs), probs, {"segmenter": self.segmenter.name}, parts)
+        person = self.person_segmenter(crop)
+        chin = frame.to_frame_points(lm.points)[3]
+        semantic = segmentation.body_from_person(semantic, person, chin, guard=self._guard(lm, frame), image=crop)
+        analysis = FaceAnalysis(image, lm, frame, crop, semantic, photo, len(faces),
+                                [f for f in faces if f is not lm], person)
         with self._lock:
             self._cache[key] = analysis
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return analysis
+
+    @staticmethod
+    def _guard(lm: Landmarks, frame: Frame) -> float:
+        """How far from the parser's hair the person mask is not trusted as body (pixels): 1/60
+        of the face's nominal work frame."""
+        return max(2.0, frame.scale * lm.head_frame(1, WORK_FRAME_SCALE).side / 60)
+
+    @property
+    def person_segmenter(self):
+        if self._person is None:
+            self._person = segmentation.default_person_segmenter()
+        return self._person
 
     def parse_crop(self, crop: np.ndarray) -> SemanticMap:
         """Semantic map of a work-frame crop ((S, S, 3) uint8), already face-centred."""
@@ -688,7 +708,8 @@ class HairTryOn:
         cloth = (parts["cloth"] > parts["neck_skin"]) if "cloth" in parts else None
         known = ~regions.removed & tgt.inside
         return rebuild.rebuild(image, hole, under, known, features, regions.neck, cloth, regions.mirror,
-                               unit=tgt.unit, mesh=tgt.frame.to_frame_points(tgt.landmarks.mesh)).image
+                               unit=tgt.unit, mesh=tgt.frame.to_frame_points(tgt.landmarks.mesh),
+                               body_mirror=regions.body_mirror).image
 
     def fast_marching(self, tgt: FaceAnalysis, mapping: "Mapping", clock: Optional[_Clock] = None):
         """Paper 3.3.1: parse the mapping image again; where it disagrees with the mapping mask
@@ -697,6 +718,9 @@ class HairTryOn:
         clock = clock or _Clock(None)
         with clock("reparse"):
             parsed = self.parse_crop(mapping.composite if mapping.plain is None else mapping.plain)
+            if tgt.person is not None:  # the target's own body, as its analysis saw it (not the old hair's place)
+                person = np.where(mapping.removed, 0.0, tgt.person).astype(np.float32)
+                parsed = segmentation.body_from_person(parsed, person, tgt.points[3], guard=tgt.unit / 60)
         with clock("fast_marching"):
             u = tgt.unit
             artifacts = inpainting.find_artifacts(parsed.labels, mapping.intended, min_width=max(3, int(u / 100)))

@@ -343,7 +343,7 @@ class Rebuild:
 def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.ndarray,
             features: np.ndarray, neck: Optional[np.ndarray] = None, cloth: Optional[np.ndarray] = None,
             mirror: Optional[np.ndarray] = None, seed: int = 0, unit: Optional[float] = None,
-            mesh: Optional[np.ndarray] = None) -> Rebuild:
+            mesh: Optional[np.ndarray] = None, body_mirror: Optional[np.ndarray] = None) -> Rebuild:
     """Rebuild ``hole`` ((S, S) bool, what the old hair covered and the new hair does not hide)
     class by class, as ``under`` ((S, S) uint8, :func:`hairtryon.mapping.under_hair`) says,
     from ``known`` ((S, S) bool) pixels of the same class only. ``features``: (S, S) bool the
@@ -351,7 +351,9 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
     ``neck`` ((S, S) bool, the neck's column) and ``cloth`` ((S, S) bool, the visible pixels that
     are clothes) are given: the neck from neck skin, the shoulders from clothes. ``mirror``: the
     face-mirror homography; ``mesh`` (468, 2) the Face Mesh points in the image's pixels (a brow
-    half hidden under the old hair is completed from the other). ``unit``: the size every width here is relative to, in pixels (the
+    half hidden under the old hair is completed from the other). ``body_mirror``: (3, 3) the
+    reflection across the face's axis: a bare shoulder the old hair hid takes the other one's
+    mirror image, shading included, where that one is plain skin. ``unit``: the size every width here is relative to, in pixels (the
     side of the face's nominal work frame; default the image's side). Returns a :class:`Rebuild`."""
     out = image.copy()
     s = unit or image.shape[0]
@@ -376,7 +378,7 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
             if is_cloth:
                 out = patch_fill(out, part, _enough(clean & body_src & cloth, clean & body_src), seed=seed + 2)
             elif skin_src.sum() >= 100:
-                out = skin_fill(out, part, plain_skin(image, skin_src, features, unit=s), skin_src, None,
+                out = skin_fill(out, part, plain_skin(image, skin_src, features, unit=s), skin_src, body_mirror,
                                 seed=seed + 3, unit=s)
                 out = silhouette_shading(out, under == NECK, part, unit=s)  # a rounded neck or shoulder
             else:

@@ -259,6 +259,101 @@ def parse(image: np.ndarray, segmenter: Optional[Segmenter] = None, landmarks=No
     return SemanticMap(labels, probs if keep_probs else None, meta)
 
 
+class PersonSegmenter:
+    """MediaPipe Selfie Segmentation (its general model), called like a MediaPipe solution:
+    ``person_segmenter(image)`` with ``image`` (H, W, 3) uint8 RGB returns (H, W) float32 in
+    [0, 1], how surely each pixel shows a person (hair, face, body, clothes). The face parser
+    was trained on face crops and often calls bare shoulders and arms background; this tells
+    them apart from the scene. Thread-safe (calls are serialised)."""
+
+    def __init__(self, model_selection: int = 0):
+        import os
+        import threading
+
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        import mediapipe as mp
+
+        from .landmarks import _quiet_native_stderr
+
+        self._quiet = _quiet_native_stderr
+        with self._quiet():
+            self._model = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+        self._lock = threading.Lock()
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        with self._lock, self._quiet():
+            res = self._model.process(np.ascontiguousarray(image))
+        mask = res.segmentation_mask
+        if mask is None:
+            return np.zeros(image.shape[:2], np.float32)
+        return np.clip(mask.astype(np.float32), 0.0, 1.0)
+
+
+_PERSON: Optional[PersonSegmenter] = None
+
+
+def default_person_segmenter() -> PersonSegmenter:
+    """A process-wide :class:`PersonSegmenter`, created on first use."""
+    global _PERSON
+    with _SEG_LOCK:
+        if _PERSON is None:
+            _PERSON = PersonSegmenter()
+        return _PERSON
+
+
+def body_from_person(semantic: SemanticMap, person: np.ndarray, chin, guard: float,
+                     threshold: float = 0.7, image: Optional[np.ndarray] = None) -> SemanticMap:
+    """The parser's background that is this person's body, as neck+clothes.
+
+    Pixels the parser calls background (``semantic``, (S, S)) and the person segmenter a
+    person (``person`` (S, S) float32 > ``threshold``), below the ``chin`` ((x, y), the row
+    where the body begins), farther than ``guard`` pixels from the parser's hair (the scene
+    seen between strands), in the person region that holds the chin (not other people's bodies),
+    become NECK; their background and neck probabilities are swapped so the probabilities
+    agree with the labels. With ``image`` ((S, S, 3) uint8, the crop) and the parser's
+    ``neck_skin``/``cloth`` parts, those pixels are bare skin where their colour is within
+    :data:`SKIN_LIKE` (Lab distance) of the face's median skin, else clothes. Returns a new
+    :class:`SemanticMap` (the same one when nothing changes)."""
+    labels = semantic.labels
+    s_h, s_w = labels.shape
+    sure = (person > threshold).astype(np.uint8)
+    cx, cy = int(np.clip(round(chin[0]), 0, s_w - 1)), int(np.clip(round(chin[1]), 0, s_h - 1))
+    n, comp = cv2.connectedComponents(sure, connectivity=8)
+    ids = np.unique(comp[max(0, cy - 2):cy + 3, max(0, cx - 2):cx + 3])
+    ids = ids[ids > 0]
+    if n <= 1 or not len(ids):
+        return semantic
+    own = np.isin(comp, ids)
+    hair = (labels == HAIR).astype(np.uint8)
+    near_hair = cv2.dilate(hair, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(guard) + 1,) * 2)) > 0
+    rows = np.arange(s_h)[:, None] > cy
+    body = own & rows & (labels == BACKGROUND) & ~near_hair
+    if not body.any():
+        return semantic
+    new_labels = labels.copy()
+    new_labels[body] = NECK
+    probs = semantic.probs
+    if probs is not None:
+        probs = probs.copy()
+        bg, nk = probs[BACKGROUND][body], probs[NECK][body]
+        probs[BACKGROUND][body], probs[NECK][body] = nk, bg
+    parts = semantic.parts
+    face = labels == FACE
+    if image is not None and "neck_skin" in parts and "cloth" in parts and face.sum() > 100:
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+        skin = np.median(lab[face], axis=0)
+        like = np.linalg.norm(lab[body] - skin, axis=-1) < SKIN_LIKE * 255.0 / 100.0  # OpenCV's L is 0..255
+        parts = dict(parts)
+        neck_skin, cloth = parts["neck_skin"].copy(), parts["cloth"].copy()
+        neck_skin[body], cloth[body] = like.astype(np.float32), (~like).astype(np.float32)
+        parts["neck_skin"], parts["cloth"] = neck_skin, cloth
+    meta = dict(semantic.meta, body_from_person=int(body.sum()))
+    return SemanticMap(new_labels, probs, meta, parts)
+
+
+SKIN_LIKE = 18.0  # Lab distance to the face's skin within which a body pixel counts as bare skin
+
+
 def hair_runs_off(labels: np.ndarray, inside: np.ndarray, margin: int = 2) -> bool:
     """Whether the hair in ``labels`` ((S, S) uint8) reaches the frame's own border where the
     photo goes on beyond it (``inside`` (S, S) bool: frame pixels inside the photo)."""

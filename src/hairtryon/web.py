@@ -47,7 +47,7 @@ from PIL import Image, UnidentifiedImageError
 from .checks import CannotDoWell
 from .errors import HairTryOnError, NoFaceFound
 from .framing import resize
-from .images import load_photo, save_image
+from .images import limit_malloc_arenas, load_photo, release_memory, save_image
 
 log = logging.getLogger("hairtryon.web")
 
@@ -561,33 +561,6 @@ def _check_port(host: str, port: int) -> None:
         except OSError as exc:
             raise HairTryOnError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); choose another port "
                                  "with --port.") from None
-
-
-def _libc():
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """glibc gives each thread that allocates its own heap ("arena") and returns little of it
-    to the system: a server whose requests run in a pool of threads, each allocating and
-    freeing photo-sized arrays, grows by hundreds of MB that it no longer uses. Capping the
-    arenas (``mallopt(M_ARENA_MAX)``) keeps it bounded. True where it applied (glibc)."""
-    libc = _libc()
-    return bool(libc and libc.mallopt(-8, int(arenas)))  # -8: M_ARENA_MAX
-
-
-def release_memory() -> None:
-    """Hand freed heap memory back to the system after a request (glibc ``malloc_trim``)."""
-    libc = _libc()
-    if libc:
-        libc.malloc_trim(0)
 
 
 def _sigterm(signum, frame):
