@@ -196,8 +196,8 @@ def body_outline(labels: np.ndarray, removed: np.ndarray, oval: np.ndarray, chin
         width = 2.3 * face_width
         sl = chin - side * width / 2 + down * 1.1 * face_width
         sr = chin + side * width / 2 + down * 1.1 * face_width
-    base = (sl + sr) / 2.0 + up * 0.12 * width  # the neck's base, a little above the joints' line
-    lift = up * 0.10 * width  # the shoulder's outline runs above the joint
+    base = (sl + sr) / 2.0 + up * 0.16 * width  # the neck's base, above the joints' line
+    lift = up * 0.05 * width  # the shoulder's outline runs a little above the joint (a trapezius falls about 15° to it)
     out = side * 0.10 * width
     far = down * 3.0 * s / max(abs(down[1]), 0.3)
     neck_l = base - side * half * 1.15

@@ -361,7 +361,10 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
     # background) lie there
     clean = known & ~grow(hole, max(2, s / 120))
     others = clean & np.isin(under, (BACKGROUND, NECK, EARS))
-    out = patch_fill(out, hole & (under == BACKGROUND), _enough(clean & (under == BACKGROUND), others), seed=seed)
+    bg_hole = hole & (under == BACKGROUND)
+    bg_src = _enough(clean & (under == BACKGROUND), others)
+    out = patch_fill(out, bg_hole, bg_src, seed=seed)
+    out = continue_tone(out, bg_hole, clean & (under == BACKGROUND), unit=s)
     out = patch_fill(out, hole & (under == EARS), others, seed=seed + 1)
     body_part, body_src = hole & (under == NECK), known & (under == NECK)
     if body_part.any():
@@ -401,6 +404,30 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
     return Rebuild(out, hole.copy())
 
 
+def continue_tone(image: np.ndarray, hole: np.ndarray, around: np.ndarray, unit: Optional[float] = None) -> np.ndarray:
+    """``hole`` ((S, S) bool, filled by patches) given the tone of what lies ``around`` it
+    ((S, S) bool, the same class's own pixels): the fill's low frequencies (a Gaussian of
+    ``unit``/60) replaced by the membrane through the pixels around the hole, so the fill
+    continues the photo's gradients and meets them without a step, while its texture stays the
+    patches'. (S, S, 3) uint8 in and out; pixels outside ``hole`` unchanged."""
+    if not hole.any() or around.sum() < 50:
+        return image
+    s = unit or image.shape[0]
+    rows, cols = _box(hole, 0.15)
+    sub_hole, sub_around = hole[rows, cols], around[rows, cols]
+    if sub_around.sum() < 50:
+        return image
+    img = image[rows, cols].astype(np.float32)
+    sigma = max(2.0, s / 60)
+    low_fill = _lowpass(img, sub_hole, sigma)
+    low_around = membrane(img, sub_around, scale=max(2.0, s / 200))
+    out = image.copy()
+    region = out[rows, cols]
+    fixed = np.clip(np.round(img - low_fill + low_around), 0, 255).astype(np.uint8)
+    region[sub_hole] = fixed[sub_hole]
+    return out
+
+
 def _enough(sources: np.ndarray, fallback: np.ndarray, minimum: int = 100) -> np.ndarray:
     return sources if sources.sum() >= minimum else fallback
 
@@ -431,5 +458,5 @@ def grow_hair(foreground: np.ndarray, alpha: np.ndarray, gaps: np.ndarray, seed:
     return fg, new_alpha
 
 
-__all__ = ["push_pull", "detail_sigma", "add_grain", "patch_fill", "plain_skin", "skin_fill", "Rebuild",
+__all__ = ["push_pull", "detail_sigma", "add_grain", "patch_fill", "continue_tone", "plain_skin", "skin_fill", "Rebuild",
            "rebuild", "grow_hair"]
