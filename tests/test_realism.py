@@ -107,6 +107,7 @@ DECLINES = [  # (target, source, concern code, words the message must have)
     ("thumbor_800px-Katherine_Maher.jpg", "lulumuts_afro-twa.jpg", "hands", "hand"),
     ("thumbor_800px-Katherine_Maher.jpg", "Azure-Samples_detection6.jpg", "other_people", "another person"),
     ("thumbor_800px-Katherine_Maher.jpg", "thumbor_800px-Christophe_Henner_-_June_2016.jpg", "cut_off", "cut off"),
+    ("williamyang1991_unsplash-rDEOVtE7vOs.jpg", "ahn-github_happy-baby.jpeg", "no_hair", "almost no hair"),
 ]
 
 

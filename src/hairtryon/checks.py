@@ -30,6 +30,7 @@ from .errors import HairTryOnError
 from .framing import grow as grow_mask
 
 HAT_WARN, HAT_DECLINE = 0.15, 0.40
+HAIR_TOO_LITTLE = 0.12  # source hair over face area; measured: babies and shaved heads 0.05-0.08, buzz cuts 0.25+
 YAW_WARN, YAW_DECLINE = 25.0, 40.0
 YAW_DIFF_WARN, YAW_DIFF_DECLINE = 30.0, 45.0
 
@@ -176,15 +177,23 @@ def _name(role: str) -> str:
 
 def photo_checks(role: str, hair_prob: np.ndarray, hat_prob: Optional[np.ndarray], yaw: float,
                  inside: np.ndarray, hands: Sequence[np.ndarray], other_faces: Sequence[np.ndarray],
-                 face_width: float) -> List[Concern]:
+                 face_width: float, face_area: Optional[float] = None) -> List[Concern]:
     """Concerns about one photo in its work frame: ``hair_prob`` (S, S) float32 (5-class hair,
     headwear included), ``hat_prob`` (S, S) float32 or None (the parser has no hat part),
     ``yaw`` the head's yaw in degrees (:attr:`hairtryon.landmarks.Landmarks.yaw_degrees`),
     ``hands`` and ``other_faces`` lists of (N, 2) point sets in frame pixels; ``inside`` (S, S)
-    bool; ``face_width`` in frame pixels."""
+    bool; ``face_width`` in frame pixels; ``face_area`` the face's pixels (a source with hair
+    under :data:`HAIR_TOO_LITTLE` of it is declined: a bald or shaved head leaves nothing to copy,
+    and the try-on would have to invent a scalp)."""
     out: List[Concern] = []
     name = _name(role)
     hair = hair_prob > 0.5
+    if role == "source" and face_area:
+        share = float((hair & inside).sum()) / face_area
+        if share < HAIR_TOO_LITTLE and not (hat_prob is not None and hat_share(hair_prob, hat_prob) >= HAT_DECLINE):
+            out.append(Concern("no_hair", role, f"In {name}, there is almost no hair to copy (hair covers "
+                                                f"{share:.0%} of the face's area): the try-on would have to "
+                                                "invent a bald scalp.", True, share))
     # on a head turned beyond the limit the parser's hat part is unreliable (it calls thick braids
     # seen from the side a hat): that photo is declined for its turn alone
     if hat_prob is not None and abs(yaw) <= YAW_DECLINE:

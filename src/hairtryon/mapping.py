@@ -226,7 +226,47 @@ def body_outline(labels: np.ndarray, removed: np.ndarray, oval: np.ndarray, chin
         drawn_other = (outline.astype(bool) & other & ~neck.astype(bool)).sum()
         if seen_other > 2 * seen_this and seen_other > 0.3 * max(drawn_other, 1):
             outline[this & ~neck.astype(bool)] = 0
+    outline = _below_seen_shoulders(outline, labels, removed, neck.astype(bool), chin)
+    mirrored = _below_seen_shoulders(mirrored, labels, removed, neck.astype(bool), chin)
     return (visible | mirrored | outline).astype(bool), neck.astype(bool)
+
+
+MAX_SHOULDER_GAP = 0.3  # of the frame: the widest hidden stretch of the body's top line interpolated
+
+
+def _below_seen_shoulders(outline: np.ndarray, labels: np.ndarray, removed: np.ndarray, neck: np.ndarray,
+                          chin) -> np.ndarray:
+    """The drawn outline ((S, S) uint8) cut to lie below the body's top line where that line is
+    seen: in every column where visible neck+clothes meet visible background above them (a real
+    silhouette, not an edge hidden by hair), the body's top is known; between such columns it is
+    interpolated, and the drawn shoulders (not the neck's column) never rise above it."""
+    s = labels.shape[0]
+    body = (labels == NECK) & ~removed
+    back = (labels == BACKGROUND) & ~removed
+    below = np.arange(s)[:, None] > chin[1]
+    body &= below
+    has = body.any(axis=0)
+    top = np.where(has, body.argmax(axis=0), s)
+    cols = np.nonzero(has & (top > 0))[0]
+    if len(cols) == 0:
+        return outline
+    above = top[cols] - 1
+    seen = back[np.maximum(above, 0), cols] & back[np.maximum(above - 2, 0), cols]
+    known = cols[seen]
+    if len(known) < 8:
+        return outline
+    line = np.interp(np.arange(s), known, top[known].astype(np.float64))
+    # only between seen columns not far apart (a whole hidden shoulder is left to the mirror
+    # image and the drawn outline), never beyond the outermost ones
+    gap_ok = np.zeros(s, bool)
+    for a, b in zip(known[:-1], known[1:]):
+        if b - a <= MAX_SHOULDER_GAP * s:
+            gap_ok[a:b + 1] = True
+    line = np.where(gap_ok, line, -np.inf)
+    cut = (np.arange(s)[:, None] < line[None, :] - 2) & ~neck
+    out = outline.copy()
+    out[cut] = 0
+    return out
 
 
 def valid_shoulders(shoulders: Optional[np.ndarray], chin, face_width: float) -> Optional[np.ndarray]:

@@ -552,7 +552,8 @@ class HairTryOn:
             others = [frame.to_frame_points(o.mesh) for o in a.others] if role == "source" else []
             found.concerns += checks.photo_checks(role, a.semantic.prob(HAIR), a.semantic.parts.get("hat"),
                                                   a.landmarks.yaw_degrees,
-                                                  a.inside, hands, others, float(np.ptp(mesh[:, 0])))
+                                                  a.inside, hands, others, float(np.ptp(mesh[:, 0])),
+                                                  face_area=float(((a.semantic.labels == FACE) & a.inside).sum()))
         return found
 
     def check_pair(self, tgt: FaceAnalysis, src: FaceAnalysis, mapping: "Mapping") -> list:
