@@ -132,7 +132,7 @@ def halo(tool: HairTryOn, save: Path = None, places_from: Path = None):
         copies = {"blue": painted_background(analysis, (0, 0, 255)), "grey": painted_background(analysis, (128, 128, 128))}
         for t in HALO_TARGETS:
             t0 = time.perf_counter()
-            res = {c: tool(PORTRAITS / t, img, refine="classic") for c, img in copies.items()}
+            res = {c: tool(PORTRAITS / t, img, refine="classic", force=True) for c, img in copies.items()}
             dt = (time.perf_counter() - t0) / 2
             leak = blue_leak(res["blue"])
             cut = cut_difference(res["blue"], res["grey"])
@@ -155,7 +155,7 @@ def grain(tool: HairTryOn, save: Path = None, places_from: Path = None):
     print(f"{'target':>20s} {'source':>20s} {'enlarge':>7s} {'sharp':>6s} {'sharpF':>6s} {'detail':>6s} {'grain':>6s} "
           f"{'dE00':>5s}   (edge blur px: new hair / target's own hair / target face; grain: new hair / target face)")
     for t, s in GRAIN_PAIRS:
-        r = tool(PORTRAITS / t, PORTRAITS / s, refine="classic")
+        r = tool(PORTRAITS / t, PORTRAITS / s, refine="classic", force=True)  # the layer is measured, not the pair
         m = hair_layer_measures(r)
         m["colour"] = layer_colour_difference(r)
         m["upscale"] = r.meta.get("hair_upscale", float("nan"))

@@ -278,7 +278,28 @@ def test_a_colour_changing_model_changes_colours_and_keeps_the_strands(tool_256,
     ratio = _detail_energy(r.image, hair) / _detail_energy(classic_1024.image, hair)
     print(f"hue-shifting model: hair colour moved {np.linalg.norm(after - before):.1f} levels, "
           f"detail energy kept {ratio:.3f}")
+    _save_hair_crops(classic_1024.image, r.image, hair, "hue_shift_crops.png")
     assert abs(ratio - 1) < 0.10, ratio
+
+
+def _save_hair_crops(classic, refined, hair, name, side=256):
+    """Full-resolution crops (side²) of the hair, classic above refined, for a person to look at
+    (out/test-artifacts/sdedit, or $HAIRTRYON_TEST_ARTIFACTS/sdedit)."""
+    import os
+    from pathlib import Path
+
+    root = Path(os.environ.get("HAIRTRYON_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "out" / "test-artifacts"))
+    ys, xs = np.nonzero(cv2.erode(hair.astype(np.uint8), np.ones((side // 2, side // 2), np.uint8)))
+    if not len(ys):
+        return
+    picks = [len(ys) // 5, len(ys) // 2, 4 * len(ys) // 5]
+    cells = []
+    for i in picks:
+        y0 = int(np.clip(ys[i] - side // 2, 0, classic.shape[0] - side))
+        x0 = int(np.clip(xs[i] - side // 2, 0, classic.shape[1] - side))
+        cells.append(np.concatenate([classic[y0:y0 + side, x0:x0 + side], refined[y0:y0 + side, x0:x0 + side]], 0))
+    (root / "sdedit").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(cells, 1)).save(root / "sdedit" / name)
 
 
 def test_rebuilt_background_gets_the_grain_of_the_photos_background(tool_256, pair_1024, classic_1024,
