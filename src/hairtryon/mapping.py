@@ -259,8 +259,10 @@ def _below_seen_shoulders(outline: np.ndarray, labels: np.ndarray, removed: np.n
     # only between seen columns not far apart (a whole hidden shoulder is left to the mirror
     # image and the drawn outline), never beyond the outermost ones
     gap_ok = np.zeros(s, bool)
+    neck_cols = neck.any(axis=0)
     for a, b in zip(known[:-1], known[1:]):
-        if b - a <= MAX_SHOULDER_GAP * s:
+        hidden = int((~neck_cols[a:b + 1]).sum())  # the neck's own columns are not shoulder
+        if hidden <= MAX_SHOULDER_GAP * s:
             gap_ok[a:b + 1] = True
     line = np.where(gap_ok, line, -np.inf)
     cut = (np.arange(s)[:, None] < line[None, :] - 2) & ~neck
