@@ -239,17 +239,14 @@ def portraits_eval(tmp_path_factory):
     return _sample_eval(folder, PORTRAITS_SAMPLE, tmp_path_factory.mktemp("portraits_eval"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("measure", list(FACES_FLOORS))
-def test_quality_floor_on_faces(faces_eval, measure, request):
-    if measure in FACES_SHORT:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=FACES_SHORT[measure]))
-    _check_floor(faces_eval, measure, FACES_FLOORS[measure])
+FLOORS = {"faces": (FACES_FLOORS, FACES_SHORT), "portraits": (PORTRAITS_FLOORS, PORTRAITS_SHORT)}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("measure", list(PORTRAITS_FLOORS))
-def test_quality_floor_on_portraits(portraits_eval, measure, request):
-    if measure in PORTRAITS_SHORT:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PORTRAITS_SHORT[measure]))
-    _check_floor(portraits_eval, measure, PORTRAITS_FLOORS[measure])
+@pytest.mark.parametrize("sample,measure", [(k, m) for k, (floors, _) in FLOORS.items() for m in floors])
+def test_quality_floor(sample, measure, request):
+    summary = request.getfixturevalue(f"{sample}_eval")  # a sample that cannot be run is an error, not an xfail
+    floors, short = FLOORS[sample]
+    if measure in short:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=short[measure]))
+    _check_floor(summary, measure, floors[measure])

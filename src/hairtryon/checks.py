@@ -188,16 +188,17 @@ def photo_checks(role: str, hair_prob: np.ndarray, hat_prob: Optional[np.ndarray
     out: List[Concern] = []
     name = _name(role)
     hair = hair_prob > 0.5
+    hat = hat_share(hair_prob, hat_prob) if hat_prob is not None else None
     if role == "source" and face_area:
         share = float((hair & inside).sum()) / face_area
-        if share < HAIR_TOO_LITTLE and not (hat_prob is not None and hat_share(hair_prob, hat_prob) >= HAT_DECLINE):
+        if share < HAIR_TOO_LITTLE and not (hat is not None and hat >= HAT_DECLINE):
             out.append(Concern("no_hair", role, f"In {name}, there is almost no hair to copy (hair covers "
                                                 f"{share:.0%} of the face's area): the try-on would have to "
                                                 "invent a bald scalp.", True, share))
     # on a head turned beyond the limit the parser's hat part is unreliable (it calls thick braids
     # seen from the side a hat): that photo is declined for its turn alone
-    if hat_prob is not None and abs(yaw) <= YAW_DECLINE:
-        share = hat_share(hair_prob, hat_prob)
+    if hat is not None and abs(yaw) <= YAW_DECLINE:
+        share = hat
         if share >= HAT_DECLINE:
             what = "its hairstyle is mostly hidden under headwear" if role == "source" else \
                 "the person wears headwear, and the head under it cannot be seen"

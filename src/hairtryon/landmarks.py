@@ -564,13 +564,46 @@ class BodyLandmarker:
         self._hands.close()
 
 
-_BODY: Optional[BodyLandmarker] = None
+class PersonSegmenter:
+    """MediaPipe Selfie Segmentation (its general model), called like a MediaPipe solution:
+    ``person_segmenter(image)`` with ``image`` (H, W, 3) uint8 RGB returns (H, W) float32 in
+    [0, 1], how surely each pixel shows a person (hair, face, body, clothes). The face parser
+    was trained on face crops and often calls bare shoulders and arms background; this tells
+    them apart from the scene. Thread-safe (calls are serialised)."""
+
+    def __init__(self, model_selection: int = 0):
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        import mediapipe as mp
+
+        with _quiet_native_stderr():
+            self._model = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+        self._lock = threading.Lock()
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        with self._lock, _quiet_native_stderr():
+            res = self._model.process(np.ascontiguousarray(image))
+        mask = res.segmentation_mask
+        if mask is None:
+            return np.zeros(image.shape[:2], np.float32)
+        return np.clip(mask.astype(np.float32), 0.0, 1.0)
+
+
+_SHARED: dict = {}
+
+
+def _shared(make):
+    """One process-wide instance of ``make`` (a class), created on first use."""
+    with _DEFAULT_LOCK:
+        if make not in _SHARED:
+            _SHARED[make] = make()
+        return _SHARED[make]
 
 
 def default_body_landmarker() -> BodyLandmarker:
     """A process-wide BodyLandmarker, created on first use."""
-    global _BODY
-    with _DEFAULT_LOCK:
-        if _BODY is None:
-            _BODY = BodyLandmarker()
-        return _BODY
+    return _shared(BodyLandmarker)
+
+
+def default_person_segmenter() -> PersonSegmenter:
+    """A process-wide :class:`PersonSegmenter`, created on first use."""
+    return _shared(PersonSegmenter)

@@ -217,8 +217,7 @@ def body_outline(labels: np.ndarray, removed: np.ndarray, oval: np.ndarray, chin
     cv2.fillPoly(neck, [np.round(np.array([top_l, neck_l, base, neck_r, top_r])).astype(np.int32)], 1)
     # a side hidden by the old hair whose other side is well in sight: that side's mirror image is
     # its silhouette (a body is near symmetric; the drawn outline is only a guess)
-    yy, xx = np.mgrid[0:s, 0:s]
-    across_px = (xx - chin[0]) * side[0] + (yy - chin[1]) * side[1]
+    across_px = (np.arange(s)[None, :] - chin[0]) * side[0] + (np.arange(s)[:, None] - chin[1]) * side[1]
     seen = visible.astype(bool) & ~neck.astype(bool)
     for sign in (-1.0, 1.0):
         this, other = sign * across_px > 0, sign * across_px < 0
@@ -226,20 +225,21 @@ def body_outline(labels: np.ndarray, removed: np.ndarray, oval: np.ndarray, chin
         drawn_other = (outline.astype(bool) & other & ~neck.astype(bool)).sum()
         if seen_other > 2 * seen_this and seen_other > 0.3 * max(drawn_other, 1):
             outline[this & ~neck.astype(bool)] = 0
-    outline = _below_seen_shoulders(outline, labels, removed, neck.astype(bool), chin)
-    mirrored = _below_seen_shoulders(mirrored, labels, removed, neck.astype(bool), chin)
+    above = _above_seen_shoulders(labels, removed, neck.astype(bool), chin)
+    outline[above] = 0
+    mirrored[above] = 0
     return (visible | mirrored | outline).astype(bool), neck.astype(bool)
 
 
 MAX_SHOULDER_GAP = 0.3  # of the frame: the widest hidden stretch of the body's top line interpolated
 
 
-def _below_seen_shoulders(outline: np.ndarray, labels: np.ndarray, removed: np.ndarray, neck: np.ndarray,
-                          chin) -> np.ndarray:
-    """The drawn outline ((S, S) uint8) cut to lie below the body's top line where that line is
-    seen: in every column where visible neck+clothes meet visible background above them (a real
-    silhouette, not an edge hidden by hair), the body's top is known; between such columns it is
-    interpolated, and the drawn shoulders (not the neck's column) never rise above it."""
+def _above_seen_shoulders(labels: np.ndarray, removed: np.ndarray, neck: np.ndarray, chin) -> np.ndarray:
+    """(S, S) bool: where no drawn or mirrored body may lie, above the body's top line where that
+    line is seen. In every column where visible neck+clothes meet visible background above them
+    (a real silhouette, not an edge hidden by hair), the body's top is known; between such
+    columns it is interpolated (across hidden stretches of at most :data:`MAX_SHOULDER_GAP`,
+    the neck's own columns not counted). The neck's column is never cut."""
     s = labels.shape[0]
     body = (labels == NECK) & ~removed
     back = (labels == BACKGROUND) & ~removed
@@ -249,12 +249,12 @@ def _below_seen_shoulders(outline: np.ndarray, labels: np.ndarray, removed: np.n
     top = np.where(has, body.argmax(axis=0), s)
     cols = np.nonzero(has & (top > 0))[0]
     if len(cols) == 0:
-        return outline
+        return np.zeros((s, s), bool)
     above = top[cols] - 1
     seen = back[np.maximum(above, 0), cols] & back[np.maximum(above - 2, 0), cols]
     known = cols[seen]
     if len(known) < 8:
-        return outline
+        return np.zeros((s, s), bool)
     line = np.interp(np.arange(s), known, top[known].astype(np.float64))
     # only between seen columns not far apart (a whole hidden shoulder is left to the mirror
     # image and the drawn outline), never beyond the outermost ones
@@ -265,10 +265,7 @@ def _below_seen_shoulders(outline: np.ndarray, labels: np.ndarray, removed: np.n
         if hidden <= MAX_SHOULDER_GAP * s:
             gap_ok[a:b + 1] = True
     line = np.where(gap_ok, line, -np.inf)
-    cut = (np.arange(s)[:, None] < line[None, :] - 2) & ~neck
-    out = outline.copy()
-    out[cut] = 0
-    return out
+    return (np.arange(s)[:, None] < line[None, :] - 2) & ~neck
 
 
 def valid_shoulders(shoulders: Optional[np.ndarray], chin, face_width: float) -> Optional[np.ndarray]:

@@ -31,7 +31,7 @@ from . import alignment, checks, colour, compositing, inpainting, mapping, matti
 from .errors import HairTryOnError, describe
 from .framing import Frame, disk, grow
 from .images import ImageLike, Photo, grey_rgb, load_photo
-from .landmarks import Landmarker, Landmarks, default_landmarker
+from .landmarks import Landmarker, Landmarks, default_landmarker, default_person_segmenter
 from .segmentation import BACKGROUND, FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
 
 WORK_FRAME_SCALE = 1.3  # work frame = FFHQ-like head framing widened 1.3x: room for long hair
@@ -140,20 +140,7 @@ class FaceAnalysis:
             return self.grain
         rows, cols, brows, bcols = f.roi()
         labels = f.to_image_box(self.semantic.labels, cv2.INTER_NEAREST)[brows, bcols]
-        face = labels == FACE
-        # grain and blur are local statistics: a window of PHOTO_GRAIN_WINDOW² pixels around
-        # the face's centre measures them as well as the whole face of a huge photo, at a
-        # fraction of its memory
-        ys, xs = np.nonzero(face)
-        if len(ys) and max(face.shape) > PHOTO_GRAIN_WINDOW:
-            half = PHOTO_GRAIN_WINDOW // 2
-            cy, cx = int(np.median(ys)), int(np.median(xs))
-            y0 = int(np.clip(cy - half, 0, max(0, face.shape[0] - PHOTO_GRAIN_WINDOW)))
-            x0 = int(np.clip(cx - half, 0, max(0, face.shape[1] - PHOTO_GRAIN_WINDOW)))
-            win = slice(y0, y0 + PHOTO_GRAIN_WINDOW), slice(x0, x0 + PHOTO_GRAIN_WINDOW)
-            image = self.image[rows, cols][win]
-            return matting.measure_grain(image, face[win])
-        return matting.measure_grain(self.image[rows, cols], face)
+        return matting.measure_grain(self.image[rows, cols], labels == FACE, window=PHOTO_GRAIN_WINDOW)
 
     def forehead_column(self) -> np.ndarray:
         """(S, S) bool: the band above the eyes as wide as the face's upper half (slightly
@@ -215,7 +202,7 @@ class TryOnResult:
         return self._stages
 
 
-PHOTO_GRAIN_WINDOW = 1536  # pixels on a side: where a photo's own grain is measured
+PHOTO_GRAIN_WINDOW = 1536  # pixels on a side: the window a photo's own grain is measured in
 
 
 class _Clock:
@@ -280,7 +267,6 @@ class HairTryOn:
         self.work_size = int(work_size)
         self._cache: "OrderedDict[tuple, FaceAnalysis]" = OrderedDict()
         self._cache_size = cache_size
-        self._person = None  # the person segmenter, created on first use
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ per-photo analysis
@@ -315,28 +301,15 @@ class HairTryOn:
             frame = wide
         crop = frame.extract(image)
         semantic = SemanticMap(labels_from_probs(probs), probs, {"segmenter": self.segmenter.name}, parts)
-        person = self.person_segmenter(crop)
-        chin = frame.to_frame_points(lm.points)[3]
-        semantic = segmentation.body_from_person(semantic, person, chin, guard=self._guard(lm, frame), image=crop)
         analysis = FaceAnalysis(image, lm, frame, crop, semantic, photo, len(faces),
-                                [f for f in faces if f is not lm], person)
+                                [f for f in faces if f is not lm], default_person_segmenter()(crop))
+        analysis.semantic = segmentation.body_from_person(semantic, analysis.person, analysis.points[3],
+                                                          guard=analysis.unit / 60, image=crop)
         with self._lock:
             self._cache[key] = analysis
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return analysis
-
-    @staticmethod
-    def _guard(lm: Landmarks, frame: Frame) -> float:
-        """How far from the parser's hair the person mask is not trusted as body (pixels): 1/60
-        of the face's nominal work frame."""
-        return max(2.0, frame.scale * lm.head_frame(1, WORK_FRAME_SCALE).side / 60)
-
-    @property
-    def person_segmenter(self):
-        if self._person is None:
-            self._person = segmentation.default_person_segmenter()
-        return self._person
 
     def parse_crop(self, crop: np.ndarray) -> SemanticMap:
         """Semantic map of a work-frame crop ((S, S, 3) uint8), already face-centred."""

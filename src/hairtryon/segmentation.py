@@ -259,48 +259,6 @@ def parse(image: np.ndarray, segmenter: Optional[Segmenter] = None, landmarks=No
     return SemanticMap(labels, probs if keep_probs else None, meta)
 
 
-class PersonSegmenter:
-    """MediaPipe Selfie Segmentation (its general model), called like a MediaPipe solution:
-    ``person_segmenter(image)`` with ``image`` (H, W, 3) uint8 RGB returns (H, W) float32 in
-    [0, 1], how surely each pixel shows a person (hair, face, body, clothes). The face parser
-    was trained on face crops and often calls bare shoulders and arms background; this tells
-    them apart from the scene. Thread-safe (calls are serialised)."""
-
-    def __init__(self, model_selection: int = 0):
-        import os
-        import threading
-
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        import mediapipe as mp
-
-        from .landmarks import _quiet_native_stderr
-
-        self._quiet = _quiet_native_stderr
-        with self._quiet():
-            self._model = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
-        self._lock = threading.Lock()
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        with self._lock, self._quiet():
-            res = self._model.process(np.ascontiguousarray(image))
-        mask = res.segmentation_mask
-        if mask is None:
-            return np.zeros(image.shape[:2], np.float32)
-        return np.clip(mask.astype(np.float32), 0.0, 1.0)
-
-
-_PERSON: Optional[PersonSegmenter] = None
-
-
-def default_person_segmenter() -> PersonSegmenter:
-    """A process-wide :class:`PersonSegmenter`, created on first use."""
-    global _PERSON
-    with _SEG_LOCK:
-        if _PERSON is None:
-            _PERSON = PersonSegmenter()
-        return _PERSON
-
-
 def body_from_person(semantic: SemanticMap, person: np.ndarray, chin, guard: float,
                      threshold: float = 0.7, image: Optional[np.ndarray] = None) -> SemanticMap:
     """The parser's background that is this person's body, as neck+clothes.
