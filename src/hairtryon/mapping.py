@@ -86,6 +86,24 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     if keep is not None:
         rim &= ~keep
     taken |= rim
+    # and the old hair's soft shadow: face pixels a little darker than the skin beyond it, that
+    # grow darker towards the hair (a shade that would stay as a line along the old hair's edge
+    # once the hair is gone); only what joins the hair or what was taken
+    shade_reach = 1.5 * face_margin_px
+    d_hair_px = cv2.distanceTransform((~(taken | (hair.astype(bool) & ~face))).astype(np.uint8), cv2.DIST_L2, 3)
+    far_local = normalized_blur(lab, face & ~grow(hair.astype(bool), 2.0 * face_margin_px) &
+                                (~keep if keep is not None else True), 2.0 * face_margin_px)[..., 0]
+    far_local = np.where(np.isnan(far_local), local, far_local)
+    smooth_l = cv2.GaussianBlur(lab[..., 0], (0, 0), max(1.0, face_margin_px / 6))
+    # the allowed darkening shrinks to nothing at the shade's reach: a graded shadow is taken as
+    # far as it is one
+    allowed = np.maximum(2.0, 0.5 * spread) + 10.0 * d_hair_px / max(shade_reach, 1.0)
+    shade = face & (d_hair_px <= shade_reach) & (smooth_l < far_local - allowed)
+    if keep is not None:
+        shade &= ~keep
+    n, comp = cv2.connectedComponents((shade | taken | (hair.astype(bool) & ~face)).astype(np.uint8), connectivity=8)
+    ids = np.unique(comp[taken | (hair.astype(bool) & ~face)])
+    taken |= shade & np.isin(comp, ids[ids > 0])
     return ((wide & ~face) | taken | (hair.astype(bool) & ~face)) & ~ears
 
 
