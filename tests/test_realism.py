@@ -84,6 +84,44 @@ def test_no_shade_line_where_the_old_hair_crossed_the_face(long_to_short):
     assert drop <= 13.0  # measured 9 (the face's own rounding); with the shadow left on the face, 22
 
 
+@pytest.fixture(scope="module")
+def curls_to_crop(tool, portraits):
+    """Blond curls with flyaway strands against a blurred lawn, onto a crop: the old hair's whole
+    outline, strands and halo included, becomes background."""
+    return tool(portraits / "thumbor_800px-Katherine_Maher.jpg", portraits / "ageitgey_obama.jpg",
+                refine="classic", force=True)
+
+
+def _thin_lines(image: np.ndarray, kernel: int) -> np.ndarray:
+    """CIELAB distance of each pixel to a median filter of ``kernel``: high on thin strands."""
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+    med = cv2.medianBlur(lab, kernel | 1)
+    return np.sqrt(((lab.astype(np.float32) - med.astype(np.float32)) ** 2).sum(-1))
+
+
+def test_no_flyaway_strands_around_the_old_hair(curls_to_crop):
+    """Around where the old curls were, the rebuilt scene has no more thin bright lines than the
+    lawn farther away: the flyaway strands went with the hair."""
+    from hairtryon.framing import grow
+
+    tgt, out = _frame(curls_to_crop)
+    m = curls_to_crop.masks
+    u = tgt.unit
+    old_hair = tgt.semantic.labels == HAIR
+    scene = (tgt.semantic.labels == BACKGROUND) & tgt.inside & (m["hair_alpha"] < 0.02)
+    around = scene & grow(old_hair, u / 12) & ~grow(old_hair, u / 100)
+    far = scene & ~grow(old_hair, u / 6)
+    assert around.sum() > 5000 and far.sum() > 5000
+    before = _thin_lines(tgt.crop, int(u / 100))
+    after = _thin_lines(out, int(u / 100))
+    strands_before = float((before[around] > 8).mean())
+    strands_after = float((after[around] > 8).mean())
+    lawn = float((after[far] > 8).mean())
+    print(f"thin-line share around the old hair: before {strands_before:.4f}, after {strands_after:.4f}; far lawn {lawn:.4f}")
+    assert strands_before > 3 * max(lawn, 1e-3)  # the case is real: the photo has flyaways there
+    assert strands_after <= 2 * max(lawn, 1e-3)
+
+
 def _flat_tiles(image: np.ndarray, region: np.ndarray, tile: int) -> float:
     """Share of the ``tile``-sized tiles inside ``region`` whose luminance is nearly constant."""
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)

@@ -147,6 +147,49 @@ def stray_strands(image: np.ndarray, hair: np.ndarray, face: np.ndarray, band_px
     return strand & np.isin(comp, touching[touching > 0])
 
 
+def flyaways(image: np.ndarray, removed: np.ndarray, background: np.ndarray, band_px: float,
+             kernel_px: int, hair: Optional[np.ndarray] = None, min_contrast: float = 6.0) -> np.ndarray:
+    """What the old hair leaves in the background around its place, (S, S) bool, within
+    ``band_px`` of ``removed`` ((S, S) bool) and on ``background`` ((S, S) bool):
+
+    - flyaway strands: the thin lines a median filter of ``kernel_px`` takes away (CIELAB
+      distance to the filtered image over ``min_contrast`` and over 3 times its median in the
+      band: a strand against a blurred scene, not the scene's own texture), joined to the old
+      hair through each other;
+    - its halo: a rim (``band_px``/8 wide) tinted towards the hair's colour (``hair``: (S, S)
+      bool, its pixels) by more than 3 CIELAB units against the background just beyond it (the
+      faint ends of curls and the lens' and JPEG's blur of the hair's edge, which would stay as
+      an outline of the old hairstyle).
+
+    ``image`` (S, S, 3) uint8."""
+    from .compositing import normalized_blur
+
+    band = grow(removed, band_px) & ~removed & background
+    if not band.any():
+        return np.zeros_like(removed)
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+    k = max(3, int(kernel_px) | 1)
+    med = cv2.medianBlur(lab, k)
+    labf = lab.astype(np.float32)
+    dev = _distance(labf, med.astype(np.float32))
+    line = band & (dev > max(min_contrast, 3.0 * float(np.median(dev[band]))))
+    if hair is not None and hair.sum() > 50:
+        rim_px = band_px / 8
+        beyond = band & ~grow(removed, 2 * rim_px)
+        behind = normalized_blur(labf, beyond, 2 * rim_px)
+        ok = ~np.isnan(behind[..., 0])
+        behind = np.where(ok[..., None], behind, 0.0)
+        toward = np.median(labf[hair], axis=0) - behind
+        norm = np.sqrt((toward ** 2).sum(-1))
+        smooth = cv2.GaussianBlur(labf, (0, 0), 1.0)
+        tint = ((smooth - behind) * toward).sum(-1) / np.maximum(norm, 1e-3)
+        line |= band & grow(removed, rim_px) & ok & (norm > 10.0) & (tint > 3.0)
+    n, comp = cv2.connectedComponents(cv2.dilate((line | removed).astype(np.uint8), disk(1)), connectivity=8)
+    ids = np.unique(comp[removed])
+    found = line & np.isin(comp, ids[ids > 0])
+    return grow(found, 1) & band
+
+
 # ------------------------------------------------------------------------ outlines
 def face_outline(oval: np.ndarray, eye_y: float, chin_y: float, parsed_face: np.ndarray,
                  lift: float = 0.12) -> np.ndarray:
@@ -410,6 +453,10 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
     n, comp = cv2.connectedComponents(removed.astype(np.uint8), connectivity=8)
     ids = np.unique(comp[grow(face, s / 20) & removed])
     removed &= np.isin(comp, ids[ids > 0])
+    # (away from the photo's border, where the frame's padding is no scene to judge strands against)
+    inner = cv2.erode(inside.astype(np.uint8), disk(max(2, int(s / 60)))).astype(bool)
+    removed |= flyaways(crop, removed, (labels == BACKGROUND) & inner, band_px=s / 10, kernel_px=int(s / 100),
+                        hair=removed & (labels == HAIR))
     face_width = float(np.ptp(oval[:, 0]))
     axis = mesh[FOREHEAD] - mesh[CHIN]
     body, neck = body_outline(labels, removed, oval, chin, axis, valid_shoulders(shoulders, chin, face_width))
@@ -417,5 +464,5 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
     return TargetRegions(removed, face, body & ~face, neck & ~face, face_mirror(mesh, oval_index), body_mirror)
 
 
-__all__ = ["features_mask", "target_regions", "remove_hair", "stray_strands", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
+__all__ = ["features_mask", "target_regions", "remove_hair", "stray_strands", "flyaways", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
            "side_gaps", "under_hair", "mapping_mask", "reflection", "TargetRegions"]

@@ -379,7 +379,7 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
             if not part.any():
                 continue
             if is_cloth:
-                out = patch_fill(out, part, _enough(clean & body_src & cloth, clean & body_src), seed=seed + 2)
+                out = patch_fill(out, part, _enough(clean & body_src & cloth, clean & body_src), max_side=640, seed=seed + 2)
             elif skin_src.sum() >= 100:
                 out = skin_fill(out, part, plain_skin(image, skin_src, features, unit=s), skin_src, body_mirror,
                                 seed=seed + 3, unit=s)
