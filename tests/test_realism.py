@@ -52,11 +52,12 @@ def test_uncovered_skin_has_the_targets_own_tone(long_to_short):
 
 
 def test_the_face_stays_the_targets_own(long_to_short):
-    """Every face pixel the try-on neither covers with new hair nor takes as old hair (strands,
-    their shadow) is the target's own, bit for bit, in the full-resolution result."""
+    """Every face pixel the try-on neither covers with new hair nor takes as old hair (strands)
+    nor lifts from its shadow (``tinted``) is the target's own, bit for bit, in the
+    full-resolution result."""
     tgt = long_to_short.target
     m = long_to_short.masks
-    face = (tgt.semantic.labels == FACE) & ~m["removed"] & (m["paste_alpha"] == 0) & tgt.inside
+    face = (tgt.semantic.labels == FACE) & ~m["removed"] & ~m["tinted"] & (m["paste_alpha"] == 0) & tgt.inside
     face = cv2.erode(face.astype(np.uint8), np.ones((3, 3), np.uint8))
     assert face.sum() > 10000
     rows, cols, brows, bcols = tgt.frame.roi()
@@ -75,9 +76,10 @@ def test_no_shade_line_where_the_old_hair_crossed_the_face(long_to_short):
     u = tgt.unit
     lum = cv2.cvtColor(out, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
     rebuilt = m["removed"] & (m["mapping_mask"] == FACE) & (m["hair_alpha"] < 0.05) & tgt.inside
-    kept = (tgt.semantic.labels == FACE) & ~m["removed"] & (m["paste_alpha"] == 0) & tgt.inside
-    edge = grow(rebuilt, u / 200) & grow(kept, u / 200)
-    farther = kept & grow(rebuilt, u / 25) & ~grow(rebuilt, u / 60)
+    assert (m["tinted"] & (tgt.semantic.labels == FACE)).sum() > 1000  # the shade was found, its texture kept
+    seen = (tgt.semantic.labels == FACE) & ~m["removed"] & tgt.inside  # its shade's band included
+    edge = grow(rebuilt, u / 200) & grow(seen, u / 200)
+    farther = seen & ~m["tinted"] & grow(rebuilt, u / 25) & ~grow(rebuilt, u / 60)
     assert edge.sum() > 2000 and farther.sum() > 5000  # the case is real: the old hair crossed the forehead
     drop = float(np.median(lum[farther]) - np.median(lum[edge]))
     print("lightness drop at the old hair's edge:", drop)

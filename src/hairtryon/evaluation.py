@@ -23,10 +23,10 @@ target's own, bit for bit, and would only flatter the figures):
   own skin (its face less the eyes, brows and lips, :func:`facial_features`); NaN when less than
   0.5% of the face area was uncovered.
 - ``face_psnr``: PSNR over the target's face (shrunk by ``tolerance``) that the new hair does
-  not touch and the try-on did not take as old hair: the person's own face, kept (100 dB when
-  bit-identical).
+  not touch and the try-on did not take as old hair or its shade: the person's own face, kept
+  (100 dB when bit-identical).
 - ``face_taken``: the share of the face (as the try-on parsed it) that the try-on took for old
-  hair.
+  hair (rebuilt) or for its shade (tone lifted, texture kept).
 
 **Which parser scores.** By default the scorer is the try-on's own parser. Scoring with the
 parser that also made the result flatters it: the try-on removed and re-filled exactly what
@@ -125,7 +125,10 @@ def evaluate(result, tool, scorer: Optional[Segmenter] = None, tolerance: float 
     face_area = int(tgt_face.sum())
     # the face the try-on neither covers with new hair nor takes as old hair (strands, their
     # shade: rebuilt on purpose, counted by face_taken)
-    untouched = shrink(tgt_face) & (result.masks["hair_alpha"] == 0) & ~grow(result.masks["removed"])
+    changed = result.masks["removed"]
+    if result.masks.get("tinted") is not None:
+        changed = changed | result.masks["tinted"]  # its shade lifted, texture kept
+    untouched = shrink(tgt_face) & (result.masks["hair_alpha"] == 0) & ~grow(changed)
     tool_face = (tgt.semantic.labels == FACE) & inside
     return {
         "hair_iou": iou(res_hair, aligned),
@@ -136,7 +139,7 @@ def evaluate(result, tool, scorer: Optional[Segmenter] = None, tolerance: float 
         "skin_delta_e": colour_difference(out, uncovered, tgt.crop, own_skin,
                                           min_pixels=max(20, int(SKIN_MIN_SHARE * face_area))),
         "face_psnr": psnr(out, tgt.crop, untouched, max_db=PSNR_MAX_DB),
-        "face_taken": area_fraction(tool_face & result.masks["removed"], tool_face),
+        "face_taken": area_fraction(tool_face & changed, tool_face),
     }
 
 

@@ -86,25 +86,40 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     if keep is not None:
         rim &= ~keep
     taken |= rim
-    # and the old hair's soft shadow: face pixels a little darker than the skin beyond it, that
-    # grow darker towards the hair (a shade that would stay as a line along the old hair's edge
-    # once the hair is gone); only what joins the hair or what was taken
-    shade_reach = 1.5 * face_margin_px
-    d_hair_px = cv2.distanceTransform((~(taken | (hair.astype(bool) & ~face))).astype(np.uint8), cv2.DIST_L2, 3)
-    far_local = normalized_blur(lab, face & ~grow(hair.astype(bool), 2.0 * face_margin_px) &
-                                (~keep if keep is not None else True), 2.0 * face_margin_px)[..., 0]
-    far_local = np.where(np.isnan(far_local), local, far_local)
-    smooth_l = cv2.GaussianBlur(lab[..., 0], (0, 0), max(1.0, face_margin_px / 6))
-    # the allowed darkening shrinks to nothing at the shade's reach: a graded shadow is taken as
-    # far as it is one
-    allowed = np.maximum(2.0, 0.5 * spread) + 10.0 * d_hair_px / max(shade_reach, 1.0)
-    shade = face & (d_hair_px <= shade_reach) & (smooth_l < far_local - allowed)
-    if keep is not None:
-        shade &= ~keep
-    n, comp = cv2.connectedComponents((shade | taken | (hair.astype(bool) & ~face)).astype(np.uint8), connectivity=8)
-    ids = np.unique(comp[taken | (hair.astype(bool) & ~face)])
-    taken |= shade & np.isin(comp, ids[ids > 0])
     return ((wide & ~face) | taken | (hair.astype(bool) & ~face)) & ~ears
+
+
+def hair_shade(image: np.ndarray, face: np.ndarray, removed: np.ndarray, reach_px: float,
+               keep: Optional[np.ndarray] = None) -> np.ndarray:
+    """The old hair's soft shadow on the face, (S, S) bool: ``face`` pixels ((S, S) bool, the
+    parsed face) within ``reach_px`` of ``removed`` ((S, S) bool, the old hair's place), joined
+    to it, that are darker than the skin beyond them, by less the nearer the hair (a graded
+    shade, which would stay as a line along the old hair's edge once the hair is gone). Never
+    ``keep`` ((S, S) bool, eyes, brows and lips). ``image`` (S, S, 3) uint8. These pixels keep
+    their texture: only their tone is made good (:func:`hairtryon.rebuild.restore_tone`)."""
+    from .compositing import normalized_blur
+
+    face = face & ~removed
+    if keep is not None:
+        face = face & ~keep
+    if face.sum() < 50 or not removed.any():
+        return np.zeros_like(removed)
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lum = lab[..., 0]
+    beyond = face & ~grow(removed, 1.3 * reach_px)
+    if beyond.sum() < 50:
+        return np.zeros_like(removed)
+    far = normalized_blur(lab, beyond, 1.3 * reach_px)[..., 0]
+    far = np.where(np.isnan(far), float(np.median(lum[beyond])), far)
+    spread = 1.4826 * float(np.median(np.abs(lum[beyond] - np.median(lum[beyond])))) + 1.0
+    dist = cv2.distanceTransform((~removed).astype(np.uint8), cv2.DIST_L2, 3)
+    smooth = cv2.GaussianBlur(lum, (0, 0), max(1.0, reach_px / 9))
+    # the allowed darkening grows to 10 levels at the shade's reach
+    allowed = max(2.0, 0.5 * spread) + 10.0 * dist / max(reach_px, 1.0)
+    shade = face & (dist <= reach_px) & (smooth < far - allowed)
+    n, comp = cv2.connectedComponents((shade | removed).astype(np.uint8), connectivity=8)
+    ids = np.unique(comp[removed])
+    return shade & np.isin(comp, ids[ids > 0])
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -148,46 +163,50 @@ def stray_strands(image: np.ndarray, hair: np.ndarray, face: np.ndarray, band_px
 
 
 def flyaways(image: np.ndarray, removed: np.ndarray, background: np.ndarray, band_px: float,
-             kernel_px: int, hair: Optional[np.ndarray] = None, min_contrast: float = 6.0) -> np.ndarray:
-    """What the old hair leaves in the background around its place, (S, S) bool, within
-    ``band_px`` of ``removed`` ((S, S) bool) and on ``background`` ((S, S) bool):
-
-    - flyaway strands: the thin lines a median filter of ``kernel_px`` takes away (CIELAB
-      distance to the filtered image over ``min_contrast`` and over 3 times its median in the
-      band: a strand against a blurred scene, not the scene's own texture), joined to the old
-      hair through each other;
-    - its halo: a rim (``band_px``/8 wide) tinted towards the hair's colour (``hair``: (S, S)
-      bool, its pixels) by more than 3 CIELAB units against the background just beyond it (the
-      faint ends of curls and the lens' and JPEG's blur of the hair's edge, which would stay as
-      an outline of the old hairstyle).
-
+             kernel_px: int, min_contrast: float = 6.0) -> np.ndarray:
+    """Flyaway strands of the old hair out in the background, (S, S) bool: within ``band_px`` of
+    ``removed`` ((S, S) bool, the old hair's place) and on ``background`` ((S, S) bool), the thin
+    lines a median filter of ``kernel_px`` takes away (CIELAB distance to the filtered image
+    over ``min_contrast`` and over 3 times its median in the band: a strand against a blurred
+    scene, not the scene's own texture), joined to the old hair through each other.
     ``image`` (S, S, 3) uint8."""
-    from .compositing import normalized_blur
-
     band = grow(removed, band_px) & ~removed & background
     if not band.any():
         return np.zeros_like(removed)
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
-    k = max(3, int(kernel_px) | 1)
-    med = cv2.medianBlur(lab, k)
-    labf = lab.astype(np.float32)
-    dev = _distance(labf, med.astype(np.float32))
+    med = cv2.medianBlur(lab, max(3, int(kernel_px) | 1))
+    dev = _distance(lab.astype(np.float32), med.astype(np.float32))
     line = band & (dev > max(min_contrast, 3.0 * float(np.median(dev[band]))))
-    if hair is not None and hair.sum() > 50:
-        rim_px = band_px / 8
-        beyond = band & ~grow(removed, 2 * rim_px)
-        behind = normalized_blur(labf, beyond, 2 * rim_px)
-        ok = ~np.isnan(behind[..., 0])
-        behind = np.where(ok[..., None], behind, 0.0)
-        toward = np.median(labf[hair], axis=0) - behind
-        norm = np.sqrt((toward ** 2).sum(-1))
-        smooth = cv2.GaussianBlur(labf, (0, 0), 1.0)
-        tint = ((smooth - behind) * toward).sum(-1) / np.maximum(norm, 1e-3)
-        line |= band & grow(removed, rim_px) & ok & (norm > 10.0) & (tint > 3.0)
     n, comp = cv2.connectedComponents(cv2.dilate((line | removed).astype(np.uint8), disk(1)), connectivity=8)
     ids = np.unique(comp[removed])
-    found = line & np.isin(comp, ids[ids > 0])
-    return grow(found, 1) & band
+    return grow(line & np.isin(comp, ids[ids > 0]), 1) & band
+
+
+def hair_halo(image: np.ndarray, removed: np.ndarray, background: np.ndarray, hair: np.ndarray,
+              rim_px: float, min_tint: float = 3.0) -> np.ndarray:
+    """The old hair's halo in the background, (S, S) bool: ``background`` pixels ((S, S) bool)
+    within ``rim_px`` of ``removed`` ((S, S) bool) tinted towards the hair's colour (``hair``:
+    (S, S) bool, its pixels) by more than ``min_tint`` CIELAB units against the background just
+    beyond (the faint ends of curls, the lens' and JPEG's blur of the hair's edge: an outline of
+    the old hairstyle once it is gone), joined to it. ``image`` (S, S, 3) uint8. Like the
+    shade on the face, only their tone is made good."""
+    from .compositing import normalized_blur
+
+    rim = grow(removed, rim_px) & ~removed & background
+    if not rim.any() or hair.sum() < 50:
+        return np.zeros_like(removed)
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    beyond = grow(removed, 4 * rim_px) & ~grow(removed, 2 * rim_px) & background
+    behind = normalized_blur(lab, beyond, 2 * rim_px)
+    ok = ~np.isnan(behind[..., 0])
+    behind = np.where(ok[..., None], behind, 0.0)
+    toward = np.median(lab[hair], axis=0) - behind
+    norm = np.sqrt((toward ** 2).sum(-1))
+    tint = ((cv2.GaussianBlur(lab, (0, 0), 1.0) - behind) * toward).sum(-1) / np.maximum(norm, 1e-3)
+    halo = rim & ok & (norm > 10.0) & (tint > min_tint)
+    n, comp = cv2.connectedComponents((halo | removed).astype(np.uint8), connectivity=8)
+    ids = np.unique(comp[removed])
+    return halo & np.isin(comp, ids[ids > 0])
 
 
 # ------------------------------------------------------------------------ outlines
@@ -407,7 +426,8 @@ class TargetRegions:
     ``removed`` where its old hair was (to rebuild), ``face`` its face's own outline, ``body``
     its neck and clothes' outline, ``neck`` the neck's column within it; ``mirror`` the (3, 3)
     face-mirror homography or None; ``body_mirror`` the (3, 3) reflection across the face's
-    axis, which takes one shoulder to the other."""
+    axis, which takes one shoulder to the other; ``tinted`` the pixels beside the old hair that
+    keep their texture but lose its shade (on the face) or its tint (in the background)."""
 
     removed: np.ndarray
     face: np.ndarray
@@ -415,6 +435,7 @@ class TargetRegions:
     neck: np.ndarray
     mirror: Optional[np.ndarray]
     body_mirror: Optional[np.ndarray] = None  # (3, 3): the reflection across the face's axis (shoulder to shoulder)
+    tinted: Optional[np.ndarray] = None  # (S, S) bool: next to the old hair, its shade or tint (tone made good, texture kept)
 
 
 def features_mask(mesh: np.ndarray, size: int, grow: float) -> np.ndarray:
@@ -455,14 +476,18 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
     removed &= np.isin(comp, ids[ids > 0])
     # (away from the photo's border, where the frame's padding is no scene to judge strands against)
     inner = cv2.erode(inside.astype(np.uint8), disk(max(2, int(s / 60)))).astype(bool)
-    removed |= flyaways(crop, removed, (labels == BACKGROUND) & inner, band_px=s / 10, kernel_px=int(s / 100),
-                        hair=removed & (labels == HAIR))
+    scene = (labels == BACKGROUND) & inner
+    removed |= flyaways(crop, removed, scene, band_px=s / 10, kernel_px=int(s / 100))
+    # what keeps its texture and only loses the old hair's shade or tint
+    tinted = hair_shade(crop, labels == FACE, removed, reach_px=s / 33, keep=features) | \
+        hair_halo(crop, removed, scene, removed & (labels == HAIR), rim_px=s / 80)
     face_width = float(np.ptp(oval[:, 0]))
     axis = mesh[FOREHEAD] - mesh[CHIN]
     body, neck = body_outline(labels, removed, oval, chin, axis, valid_shoulders(shoulders, chin, face_width))
     body_mirror = np.vstack([reflection(chin, axis), [0.0, 0.0, 1.0]])
-    return TargetRegions(removed, face, body & ~face, neck & ~face, face_mirror(mesh, oval_index), body_mirror)
+    return TargetRegions(removed, face, body & ~face, neck & ~face, face_mirror(mesh, oval_index), body_mirror,
+                         tinted & inside)
 
 
-__all__ = ["features_mask", "target_regions", "remove_hair", "stray_strands", "flyaways", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
+__all__ = ["features_mask", "target_regions", "remove_hair", "stray_strands", "flyaways", "hair_shade", "hair_halo", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
            "side_gaps", "under_hair", "mapping_mask", "reflection", "TargetRegions"]

@@ -165,7 +165,8 @@ class TryOnResult:
     (drawn when first asked for).
     ``masks``: work-frame arrays: ``hair_alpha`` (S, S) float32 the new hair's matte,
     ``source_hair`` (S, S) float32 the warped source hair's own matte (before it is grown into
-    gaps beside the face), ``mapping_mask`` (S, S) uint8 labels, ``removed``/``artifacts`` (S, S) bool, ``paste_alpha`` (S, S) float32;
+    gaps beside the face), ``mapping_mask`` (S, S) uint8 labels, ``removed``/``artifacts`` (S, S) bool, ``tinted`` (S, S)
+    bool the pixels beside the old hair whose tone was made good (texture kept), ``paste_alpha`` (S, S) float32;
     with SDEdit, ``edit_keep`` (S, S) bool its kept pixels and ``edit_region`` (S, S) float32, 1 where it may change them.
     ``timings``: seconds per stage (and ``total``). ``meta``: alignment kind, fallbacks, frame,
     ``warp`` ((3, 3) float64, the source's work frame -> the target's, used by the evaluation);
@@ -401,6 +402,7 @@ class HairTryOn:
                                   edit_region=options.edit_region)
         masks = {"hair_alpha": mapping.layer.alpha, "source_hair": mapping.source_hair,
                  "mapping_mask": mapping.intended, "removed": mapping.removed, "artifacts": artifacts,
+                 "tinted": mapping.tinted,
                  "paste_alpha": paste_alpha}
         if edit is not None:
             masks["edit_keep"] = edit.keep
@@ -432,6 +434,8 @@ class HairTryOn:
         if fast_marching:
             final, artifacts, parsed = self.fast_marching(tgt, mapping, clock)
         changed = mapping.removed | artifacts
+        if mapping.tinted is not None:
+            changed = changed | mapping.tinted
         # the fills blend into their surroundings, but never into the target's face
         # (on the face only a pixel wider: what was taken as old hair is replaced all the way to
         # its edge once resampled to the photo's own pixels)
@@ -670,8 +674,9 @@ class HairTryOn:
             if colour_ref is not None:  # --color: the same strands in another colour; the re-parse sees the source's
                 plain, layer = composite, colour.recolour_layer(layer, colour_ref)
                 composite = compositing.replace_hair(hairless, layer)
+        tinted = np.zeros_like(removed) if regions.tinted is None else regions.tinted & inside
         return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, under, intended, hairless,
-                       composite, hair_upscale=hair_upscale, colour=colour_ref, plain=plain)
+                       composite, hair_upscale=hair_upscale, colour=colour_ref, plain=plain, tinted=tinted)
 
     def _rebuild(self, tgt: FaceAnalysis, image: np.ndarray, hole: np.ndarray, under: np.ndarray) -> np.ndarray:
         """:func:`rebuild.rebuild` of ``hole`` in the target's frame, from its own pixels."""
@@ -683,7 +688,7 @@ class HairTryOn:
         known = ~regions.removed & tgt.inside
         return rebuild.rebuild(image, hole, under, known, features, regions.neck, cloth, regions.mirror,
                                unit=tgt.unit, mesh=tgt.frame.to_frame_points(tgt.landmarks.mesh),
-                               body_mirror=regions.body_mirror).image
+                               body_mirror=regions.body_mirror, tinted=regions.tinted).image
 
     def fast_marching(self, tgt: FaceAnalysis, mapping: "Mapping", clock: Optional[_Clock] = None):
         """Paper 3.3.1: parse the mapping image again; where it disagrees with the mapping mask
@@ -740,7 +745,9 @@ class Mapping:
     ``hair_upscale``: how many target photo pixels one pixel of the source's frame became.
     ``colour``: the colour the new hair was given (None: the source's own); ``plain``: then the
     mapping image in the source's own colour, which the re-parse looks at (the artifacts do not
-    depend on the colour: a parser takes pale pink hair for skin).
+    depend on the colour: a parser takes pale pink hair for skin). ``tinted``: the pixels beside
+    the old hair whose tone was made good (its shade on the face, its tint in the background),
+    their texture kept.
     """
 
     alignment: "alignment.Alignment"
@@ -759,6 +766,7 @@ class Mapping:
     classic: Optional[np.ndarray] = None  # (S, S, 3) uint8: the fast-marching result (before SDEdit)
     colour: Optional["colour.HairColour"] = None
     plain: Optional[np.ndarray] = None
+    tinted: Optional[np.ndarray] = None
 
 
 def _stage_pictures(tgt: FaceAnalysis, src: FaceAnalysis, mapping: Mapping, parsed: Optional[SemanticMap],

@@ -343,7 +343,8 @@ class Rebuild:
 def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.ndarray,
             features: np.ndarray, neck: Optional[np.ndarray] = None, cloth: Optional[np.ndarray] = None,
             mirror: Optional[np.ndarray] = None, seed: int = 0, unit: Optional[float] = None,
-            mesh: Optional[np.ndarray] = None, body_mirror: Optional[np.ndarray] = None) -> Rebuild:
+            mesh: Optional[np.ndarray] = None, body_mirror: Optional[np.ndarray] = None,
+            tinted: Optional[np.ndarray] = None) -> Rebuild:
     """Rebuild ``hole`` ((S, S) bool, what the old hair covered and the new hair does not hide)
     class by class, as ``under`` ((S, S) uint8, :func:`hairtryon.mapping.under_hair`) says,
     from ``known`` ((S, S) bool) pixels of the same class only. ``features``: (S, S) bool the
@@ -353,10 +354,16 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
     face-mirror homography; ``mesh`` (468, 2) the Face Mesh points in the image's pixels (a brow
     half hidden under the old hair is completed from the other). ``body_mirror``: (3, 3) the
     reflection across the face's axis: a bare shoulder the old hair hid takes the other one's
-    mirror image, shading included, where that one is plain skin. ``unit``: the size every width here is relative to, in pixels (the
+    mirror image, shading included, where that one is plain skin. ``tinted``: (S, S) bool pixels
+    beside the old hair that keep their texture and only lose its shade or tint
+    (:func:`restore_tone`, first, so the fills meet the tone made good). ``unit``: the size every width here is relative to, in pixels (the
     side of the face's nominal work frame; default the image's side). Returns a :class:`Rebuild`."""
     out = image.copy()
     s = unit or image.shape[0]
+    if tinted is not None and tinted.any():
+        for cls in (FACE, BACKGROUND):
+            region = tinted & (under == cls) & ~hole
+            out = restore_tone(out, region, known & (under == cls) & ~tinted & ~hole & ~features, unit=s)
     # sources keep away from the old hair's edge: the parser's mistakes (strands called
     # background) lie there
     clean = known & ~grow(hole, max(2, s / 120))
@@ -428,6 +435,31 @@ def continue_tone(image: np.ndarray, hole: np.ndarray, around: np.ndarray, unit:
     return out
 
 
+def restore_tone(image: np.ndarray, region: np.ndarray, beyond: np.ndarray, unit: Optional[float] = None) -> np.ndarray:
+    """``region`` ((S, S) bool: pixels that the old hair shaded or tinted, beside it) given the
+    tone of the same class ``beyond`` it ((S, S) bool), its texture kept: the region's own
+    local average (a Gaussian of ``unit``/150) is replaced by the average of the pixels beyond
+    (``unit``/60, continued into the region), fully from ``unit``/75 inside it, in a ramp
+    before. (S, S, 3) uint8 in and out; pixels outside ``region`` unchanged."""
+    if region.sum() < 10 or beyond.sum() < 50:
+        return image
+    s = unit or image.shape[0]
+    rows, cols = _box(region, 0.3)
+    sub, sub_b = region[rows, cols], beyond[rows, cols]
+    if sub_b.sum() < 50:
+        return image
+    img = image[rows, cols].astype(np.float32)
+    sigma = max(1.5, s / 150)
+    own = _lowpass(img, sub, sigma)
+    wanted = _lowpass(img, sub_b, max(2.0, s / 60))
+    ramp = cv2.distanceTransform((~sub_b).astype(np.uint8), cv2.DIST_L2, 3)
+    w = np.clip(ramp / (2.0 * sigma), 0.0, 1.0)[..., None]
+    fixed = np.clip(np.round(img + w * (wanted - own)), 0, 255).astype(np.uint8)
+    out = image.copy()
+    out[rows, cols][sub] = fixed[sub]
+    return out
+
+
 def _enough(sources: np.ndarray, fallback: np.ndarray, minimum: int = 100) -> np.ndarray:
     return sources if sources.sum() >= minimum else fallback
 
@@ -458,5 +490,5 @@ def grow_hair(foreground: np.ndarray, alpha: np.ndarray, gaps: np.ndarray, seed:
     return fg, new_alpha
 
 
-__all__ = ["push_pull", "detail_sigma", "add_grain", "patch_fill", "continue_tone", "plain_skin", "skin_fill", "Rebuild",
+__all__ = ["push_pull", "detail_sigma", "add_grain", "patch_fill", "continue_tone", "restore_tone", "plain_skin", "skin_fill", "Rebuild",
            "rebuild", "grow_hair"]
