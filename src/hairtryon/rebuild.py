@@ -204,7 +204,7 @@ def skin_fill(image: np.ndarray, hole: np.ndarray, skin: np.ndarray, face: np.nd
     visible skin, :func:`plain_skin`) gives texture, ``face`` ((S, S) bool, the visible face
     without eyes, brows and lips) gives tone and shading.
 
-    Where the other side of the face is plain skin, the hole takes its mirror image (through
+    Where the other side is visible skin of ``face``, the hole takes its mirror image (through
     ``mirror``, (3, 3) homography point -> mirror partner, :func:`hairtryon.mapping.face_mirror`),
     shading included, with the smooth tone difference measured around the hole added. Elsewhere a
     frequency split: tone and shading are the low frequencies of the visible skin around the
@@ -244,9 +244,11 @@ def skin_fill(image: np.ndarray, hole: np.ndarray, skin: np.ndarray, face: np.nd
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         hw = image.shape[1], image.shape[0]
         mirrored = cv2.warpPerspective(image, mirror, hw, flags=flags, borderMode=cv2.BORDER_REPLICATE)
-        ok = cv2.warpPerspective(skin.astype(np.uint8) * 255, mirror, hw, flags=flags) > 250
+        # the partner may be any visible skin of ``face`` (up to its outline, a strap on it
+        # included: the other side's mirror image is what this side most likely shows)
+        ok = cv2.warpPerspective(face.astype(np.uint8) * 255, mirror, hw, flags=flags) > 250
         mirrored, ok = mirrored[rows, cols].astype(np.float32), ok[rows, cols]
-        ring = ok & sub_face  # visible face whose mirror partner is plain skin
+        ring = ok & sub_face  # visible skin whose mirror partner is visible skin
         if (ok & sub_hole).sum() > 50 and ring.sum() > 50:
             offset = _lowpass(img - mirrored, ring, sigma)
             w = cv2.GaussianBlur((ok & sub_hole).astype(np.float32), (0, 0), max(1.0, s / 200))
