@@ -125,9 +125,7 @@ def evaluate(result, tool, scorer: Optional[Segmenter] = None, tolerance: float 
     face_area = int(tgt_face.sum())
     # the face the try-on neither covers with new hair nor takes as old hair (strands, their
     # shade: rebuilt on purpose, counted by face_taken)
-    changed = result.masks["removed"]
-    if result.masks.get("tinted") is not None:
-        changed = changed | result.masks["tinted"]  # its shade lifted, texture kept
+    changed = result.masks["removed"] | result.masks["tinted"]  # rebuilt, or its shade lifted (texture kept)
     untouched = shrink(tgt_face) & (result.masks["hair_alpha"] == 0) & ~grow(changed)
     tool_face = (tgt.semantic.labels == FACE) & inside
     return {

@@ -30,6 +30,16 @@ from .segmentation import BACKGROUND, EARS, FACE, HAIR, NECK
 
 
 # ------------------------------------------------------------------------ the old hair
+def joined(candidates: np.ndarray, anchor: np.ndarray, link: Optional[np.ndarray] = None) -> np.ndarray:
+    """The ``candidates`` ((S, S) bool) that reach ``anchor`` ((S, S) bool) through each other:
+    those in an 8-connected component of ``link`` (default ``candidates | anchor``) that holds
+    an anchor pixel."""
+    link = (candidates | anchor) if link is None else link
+    n, comp = cv2.connectedComponents(link.astype(np.uint8), connectivity=8)
+    ids = np.unique(comp[anchor])
+    return candidates & np.isin(comp, ids[ids > 0])
+
+
 def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, closing_px: int,
                 margin_px: int, face_margin_px: int, strand_band_px: int = 0,
                 keep: Optional[np.ndarray] = None) -> np.ndarray:
@@ -76,10 +86,7 @@ def remove_hair(image: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, cl
     taken = face & near & ((d_hair < 0.6 * d_skin) | darker)
     if keep is not None:
         taken &= ~keep
-    # only what is connected to the hair
-    n, comp = cv2.connectedComponents((taken | hair.astype(bool)).astype(np.uint8), connectivity=8)
-    ids = np.unique(comp[hair.astype(bool)])
-    taken &= np.isin(comp, ids[ids > 0])
+    taken = joined(taken, hair.astype(bool))  # only what is connected to the hair
     # and the thin dark line the hair's edge leaves along what was taken
     rim = face & grow(taken | (hair.astype(bool) & ~face), max(2.0, face_margin_px / 3)) & \
         (lab[..., 0] < local - 1.0)
@@ -116,10 +123,7 @@ def hair_shade(image: np.ndarray, face: np.ndarray, removed: np.ndarray, reach_p
     smooth = cv2.GaussianBlur(lum, (0, 0), max(1.0, reach_px / 9))
     # the allowed darkening grows to 10 levels at the shade's reach
     allowed = max(2.0, 0.5 * spread) + 10.0 * dist / max(reach_px, 1.0)
-    shade = face & (dist <= reach_px) & (smooth < far - allowed)
-    n, comp = cv2.connectedComponents((shade | removed).astype(np.uint8), connectivity=8)
-    ids = np.unique(comp[removed])
-    return shade & np.isin(comp, ids[ids > 0])
+    return joined(face & (dist <= reach_px) & (smooth < far - allowed), removed)
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -156,10 +160,7 @@ def stray_strands(image: np.ndarray, hair: np.ndarray, face: np.ndarray, band_px
     d_bg = np.where(ok, _distance(lab, bg_col), np.inf)
     separation = _distance(hair_col, bg_col)
     strand = band & ok & (separation > 12.0) & (d_hair < 0.6 * d_bg)
-    # keep only what touches the hair (through other strand pixels)
-    n, comp = cv2.connectedComponents((strand | hair).astype(np.uint8), connectivity=8)
-    touching = np.unique(comp[hair])
-    return strand & np.isin(comp, touching[touching > 0])
+    return joined(strand, hair)  # only what touches the hair (through other strand pixels)
 
 
 def flyaways(image: np.ndarray, removed: np.ndarray, background: np.ndarray, band_px: float,
@@ -177,9 +178,8 @@ def flyaways(image: np.ndarray, removed: np.ndarray, background: np.ndarray, ban
     med = cv2.medianBlur(lab, max(3, int(kernel_px) | 1))
     dev = _distance(lab.astype(np.float32), med.astype(np.float32))
     line = band & (dev > max(min_contrast, 3.0 * float(np.median(dev[band]))))
-    n, comp = cv2.connectedComponents(cv2.dilate((line | removed).astype(np.uint8), disk(1)), connectivity=8)
-    ids = np.unique(comp[removed])
-    return grow(line & np.isin(comp, ids[ids > 0]), 1) & band
+    # a strand's breaks of a pixel do not cut it off the hair
+    return grow(joined(line, removed, cv2.dilate((line | removed).astype(np.uint8), disk(1))), 1) & band
 
 
 def hair_halo(image: np.ndarray, removed: np.ndarray, background: np.ndarray, hair: np.ndarray,
@@ -203,10 +203,7 @@ def hair_halo(image: np.ndarray, removed: np.ndarray, background: np.ndarray, ha
     toward = np.median(lab[hair], axis=0) - behind
     norm = np.sqrt((toward ** 2).sum(-1))
     tint = ((cv2.GaussianBlur(lab, (0, 0), 1.0) - behind) * toward).sum(-1) / np.maximum(norm, 1e-3)
-    halo = rim & ok & (norm > 10.0) & (tint > min_tint)
-    n, comp = cv2.connectedComponents((halo | removed).astype(np.uint8), connectivity=8)
-    ids = np.unique(comp[removed])
-    return halo & np.isin(comp, ids[ids > 0])
+    return joined(rim & ok & (norm > 10.0) & (tint > min_tint), removed)
 
 
 # ------------------------------------------------------------------------ outlines
@@ -471,9 +468,7 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
     face = face_outline(oval, eye_y, chin[1], labels == FACE)
     # only this person's hair: the parts of it that reach this face (in a group photo the parser
     # also finds the hair of the people around)
-    n, comp = cv2.connectedComponents(removed.astype(np.uint8), connectivity=8)
-    ids = np.unique(comp[grow(face, s / 20) & removed])
-    removed &= np.isin(comp, ids[ids > 0])
+    removed = joined(removed, grow(face, s / 20) & removed, link=removed)
     # (away from the photo's border, where the frame's padding is no scene to judge strands against)
     inner = cv2.erode(inside.astype(np.uint8), disk(max(2, int(s / 60)))).astype(bool)
     scene = (labels == BACKGROUND) & inner
@@ -489,5 +484,5 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
                          tinted & inside)
 
 
-__all__ = ["features_mask", "target_regions", "remove_hair", "stray_strands", "flyaways", "hair_shade", "hair_halo", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
+__all__ = ["features_mask", "target_regions", "joined", "remove_hair", "stray_strands", "flyaways", "hair_shade", "hair_halo", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
            "side_gaps", "under_hair", "mapping_mask", "reflection", "TargetRegions"]

@@ -433,9 +433,7 @@ class HairTryOn:
         final, artifacts, parsed = mapping.composite, np.zeros_like(mapping.removed), None
         if fast_marching:
             final, artifacts, parsed = self.fast_marching(tgt, mapping, clock)
-        changed = mapping.removed | artifacts
-        if mapping.tinted is not None:
-            changed = changed | mapping.tinted
+        changed = mapping.removed | artifacts | mapping.tinted
         # the fills blend into their surroundings, but never into the target's face
         # (on the face only a pixel wider: what was taken as old hair is replaced all the way to
         # its edge once resampled to the photo's own pixels)
@@ -674,9 +672,8 @@ class HairTryOn:
             if colour_ref is not None:  # --color: the same strands in another colour; the re-parse sees the source's
                 plain, layer = composite, colour.recolour_layer(layer, colour_ref)
                 composite = compositing.replace_hair(hairless, layer)
-        tinted = np.zeros_like(removed) if regions.tinted is None else regions.tinted & inside
         return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, under, intended, hairless,
-                       composite, hair_upscale=hair_upscale, colour=colour_ref, plain=plain, tinted=tinted)
+                       composite, hair_upscale=hair_upscale, colour=colour_ref, plain=plain, tinted=regions.tinted)
 
     def _rebuild(self, tgt: FaceAnalysis, image: np.ndarray, hole: np.ndarray, under: np.ndarray) -> np.ndarray:
         """:func:`rebuild.rebuild` of ``hole`` in the target's frame, from its own pixels."""

@@ -356,7 +356,7 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
     face-mirror homography; ``mesh`` (468, 2) the Face Mesh points in the image's pixels (a brow
     half hidden under the old hair is completed from the other). ``body_mirror``: (3, 3) the
     reflection across the face's axis: a bare shoulder the old hair hid takes the other one's
-    mirror image, shading included, where that one is plain skin. ``tinted``: (S, S) bool pixels
+    mirror image, shading included, where that one shows skin. ``tinted``: (S, S) bool pixels
     beside the old hair that keep their texture and only lose its shade or tint
     (:func:`restore_tone`, first, so the fills meet the tone made good). ``unit``: the size every width here is relative to, in pixels (the
     side of the face's nominal work frame; default the image's side). Returns a :class:`Rebuild`."""
@@ -430,11 +430,7 @@ def continue_tone(image: np.ndarray, hole: np.ndarray, around: np.ndarray, unit:
     sigma = max(2.0, s / 60)
     low_fill = _lowpass(img, sub_hole, sigma)
     low_around = membrane(img, sub_around, scale=max(2.0, s / 200))
-    out = image.copy()
-    region = out[rows, cols]
-    fixed = np.clip(np.round(img - low_fill + low_around), 0, 255).astype(np.uint8)
-    region[sub_hole] = fixed[sub_hole]
-    return out
+    return _write_back(image, rows, cols, img - low_fill + low_around, sub_hole)
 
 
 def restore_tone(image: np.ndarray, region: np.ndarray, beyond: np.ndarray, unit: Optional[float] = None) -> np.ndarray:
@@ -456,9 +452,14 @@ def restore_tone(image: np.ndarray, region: np.ndarray, beyond: np.ndarray, unit
     wanted = _lowpass(img, sub_b, max(2.0, s / 60))
     ramp = cv2.distanceTransform((~sub_b).astype(np.uint8), cv2.DIST_L2, 3)
     w = np.clip(ramp / (2.0 * sigma), 0.0, 1.0)[..., None]
-    fixed = np.clip(np.round(img + w * (wanted - own)), 0, 255).astype(np.uint8)
+    return _write_back(image, rows, cols, img + w * (wanted - own), sub)
+
+
+def _write_back(image: np.ndarray, rows: slice, cols: slice, values: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """A copy of ``image`` with the box (``rows``, ``cols``) taking ``values`` ((h, w, 3) float,
+    rounded and clipped to uint8) where ``where`` ((h, w) bool) says."""
     out = image.copy()
-    out[rows, cols][sub] = fixed[sub]
+    out[rows, cols][where] = np.clip(np.round(values[where]), 0, 255).astype(np.uint8)
     return out
 
 
