@@ -135,11 +135,10 @@ class ColourModel:
             r_bg = np.minimum(r_bg, np.sqrt(((x - b) ** 2).sum(1)))
         best = np.full(len(x), np.inf, np.float32)
         t_best = np.zeros(len(x), np.float32)
-        fg = x.copy()
-        sep = np.zeros(len(x), np.float32)
-        for h in hs:
+        pair = np.full(len(x), -1)  # the best pair's index, h * len(bs) + b
+        for i, h in enumerate(hs):
             xh = x - h
-            for b in bs:
+            for j, b in enumerate(bs):
                 d = b - h
                 dd = float(d @ d)
                 if dd < 1.0:
@@ -148,10 +147,18 @@ class ColourModel:
                 e = xh - t[:, None] * d
                 r = np.sqrt((e * e).sum(1))
                 better = r < best
-                best[better] = r[better]
-                t_best[better] = t[better]
-                fg[better] = h + e[better]
-                sep[better] = np.sqrt(dd)
+                np.copyto(best, r, where=better)
+                np.copyto(t_best, t, where=better)
+                np.copyto(pair, i * len(bs) + j, where=better)
+        # the hair colour of each pixel's best pair, plus what that pair leaves unexplained
+        found = pair >= 0
+        fg = x.copy()
+        h, b = hs[pair[found] // len(bs)], bs[pair[found] % len(bs)]
+        d = b - h
+        fg[found] = h + ((x[found] - h) - t_best[found][:, None] * d)
+        seps = np.array([[np.sqrt(float((bb - hh) @ (bb - hh))) for bb in bs] for hh in hs], np.float32)
+        sep = np.zeros(len(x), np.float32)
+        sep[found] = seps.ravel()[pair[found]]
         # a mix: explained much better by a hair and a background colour than by any hair colour
         # alone, with a real share of background, the two colours far apart
         better = np.clip((0.6 - best / np.maximum(r_pure, 1e-3)) / 0.3, 0.0, 1.0)
@@ -558,6 +565,57 @@ def _no_background_colour(fg: np.ndarray, where: np.ndarray, model: ColourModel,
     return out.reshape(fg.shape)
 
 
+def despill(layer: HairLayer, image: np.ndarray, background: np.ndarray, scale_px: float,
+            min_chroma: float = 15.0, spread: float = 2.0) -> HairLayer:
+    """The hair layer with the cast of a strongly coloured background taken out of its colours
+    (spill suppression, as in keying): a green lawn or a blue sky seen through curls, or
+    reflected on their tips, colours them where the matte keeps them.
+
+    The hair's own colours vary mostly along one direction of chroma (CIELAB a*, b*: grey to
+    golden blond, say); the cast comes from the background's side. Only the chroma component
+    across the hair's own direction of variation that leans towards the background is limited,
+    to what the sure hair (alpha > 0.95) itself shows there (its median and ``spread`` robust
+    deviations); lightness and the variation along the hair's own direction stay, so
+    highlights, grey streaks and an ombré stay too. Nothing is done where the background near
+    the hair (``background`` (S, S) bool, within 0.3 face sizes ``scale_px`` of it) is nearly
+    neutral or close to the hair's colour (its chroma or its distance from the hair's under
+    ``min_chroma``: a white wall casts no colour), or lies along the hair's own variation.
+    ``image`` (S, S, 3) uint8 the photo the layer was pulled from. Returns a new layer."""
+    alpha = layer.alpha
+    core = alpha > 0.95
+    hair = alpha > 0.02
+    if core.sum() < 200 or background is None:
+        return layer
+    near = background & (_distance(~hair) < max(4.0, 0.3 * scale_px))
+    if near.sum() < 200:
+        return layer
+    lab = _lab(layer.foreground[hair])
+    own = _lab(layer.foreground[core][::3])[:, 1:]
+    mid = np.median(own, axis=0)
+    behind = np.median(_lab(image[near][::3])[:, 1:], axis=0)
+    towards = behind - mid
+    if np.linalg.norm(behind) < min_chroma or np.linalg.norm(towards) < min_chroma:
+        return layer
+    across = np.linalg.eigh(np.cov((own - mid).T))[1][:, 0]  # the direction the hair varies least along
+    if towards @ across < 0:
+        across = -across
+    if towards @ across < 0.5 * np.linalg.norm(towards):  # the background lies along the hair's own colours
+        return layer
+    t_own = (own - mid) @ across
+    centre = np.median(t_own)
+    limit = centre + spread * (1.4826 * np.median(np.abs(t_own - centre)) + 0.5)
+    excess = np.clip((lab[:, 1:] - mid) @ across - limit, 0.0, None)
+    if not excess.any():
+        return layer
+    cast = excess > 0
+    lab[cast, 1:] -= excess[cast, None] * across
+    values = layer.foreground[hair]
+    values[cast] = np.clip(_lab_to_rgb(lab[cast]), 0, 255)
+    fg = layer.foreground.copy()
+    fg[hair] = values
+    return HairLayer(alpha, fg)
+
+
 def pull_hair(image: np.ndarray, hair_prob: np.ndarray, scale_px: float, background: Optional[np.ndarray] = None,
               inside: Optional[np.ndarray] = None, band: Optional[float] = None, solve_px: int = 320) -> HairLayer:
     """Cropping of the source (3.2.3): its hair as a :class:`HairLayer` in its own work frame.
@@ -569,12 +627,14 @@ def pull_hair(image: np.ndarray, hair_prob: np.ndarray, scale_px: float, backgro
     colour become background: the target's background shows through them); ``inside`` (S, S)
     bool the frame pixels inside the photo (beyond, the hair is continued by geometry, never
     by colour: where it is cut off is the pipeline's ``fade``). ``band``/``solve_px``: see
-    :func:`make_trimap`, :func:`solve_matte`."""
+    :func:`make_trimap`, :func:`solve_matte`. With ``background``, the cast of a coloured one is
+    taken out of the hair's colours (:func:`despill`)."""
     img = _replicate_outside(image, inside)
     prob = _replicate_outside(hair_prob.astype(np.float32), inside)
     bgm = None if background is None else _replicate_outside(background & (inside if inside is not None else True), inside)
     trimap = make_trimap(img, prob, scale_px, bgm, band)
-    return solve_matte(img, trimap, solve_px)
+    layer = solve_matte(img, trimap, solve_px)
+    return layer if bgm is None else despill(layer, img, bgm, scale_px)
 
 
 # ------------------------------------------------------------------------------------ warping
