@@ -137,9 +137,11 @@ class BiSeNetDNN:
         with self._lock:
             self.net.setInput(np.ascontiguousarray(x))
             logits = self.net.forward()
-        logits = logits.reshape(logits.shape[-3:])  # (1, 19, S, S) -> (19, S, S)
-        e = np.exp(logits - logits.max(axis=0, keepdims=True))
-        return e / e.sum(axis=0, keepdims=True)
+        e = logits.reshape(logits.shape[-3:])  # (1, 19, S, S) -> (19, S, S); the softmax in place
+        e -= e.max(axis=0, keepdims=True)
+        np.exp(e, out=e)
+        e /= e.sum(axis=0, keepdims=True)
+        return e
 
     def predict(self, crop: np.ndarray) -> np.ndarray:
         """(S, S, 3) uint8 RGB, S = 512 -> (5, S, S) float32 class probabilities."""

@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -568,6 +569,16 @@ class HairTryOn:
             skin = np.median(lab, axis=0) * [100 / 255, 1, 1] - [0, 128, 128]
         return checks.plausible_hands(self.body(analysis).hands, float(box[3] - box[1]), analysis.image, skin)
 
+    def source_hair(self, analysis: FaceAnalysis) -> "compositing.HairLayer":
+        """A source photo's hair as a layer in its own work frame (:func:`matting.pull_hair`),
+        matted once per photo (a source tried on several targets, or on a target mapped again
+        in its wide frame, costs nothing more)."""
+        if "hair_layer" not in analysis.__dict__:
+            analysis.__dict__["hair_layer"] = matting.pull_hair(
+                analysis.crop, analysis.semantic.prob(HAIR), matting.face_size(analysis.points),
+                background=analysis.semantic.labels == BACKGROUND, inside=analysis.inside)
+        return analysis.__dict__["hair_layer"]
+
     def body(self, analysis: FaceAnalysis):
         """Shoulders and hands of a photo's person (:class:`landmarks.Body`), found once."""
         if "body" not in analysis.__dict__:
@@ -640,8 +651,10 @@ class HairTryOn:
             fade = np.where(inside, 1.0 - _smoothstep(beyond / reach), 1.0).astype(np.float32)
 
         with clock("matting"):  # 3.2.3: the source's hair as a layer, matted in the photo it was shot in
-            layer = matting.pull_hair(src.crop, src.semantic.prob(HAIR), matting.face_size(src.points),
-                                      background=src.semantic.labels == BACKGROUND, inside=src.inside)
+            with ThreadPoolExecutor(max_workers=1) as pool:  # meanwhile, the target's old hair is found
+                pending = pool.submit(self.source_hair, src)
+                regions = self.regions(tgt)
+                layer = pending.result()
             layer = matting.warp_layer(layer, warp, (s, s))
             upscale = matting.warp_scale(warp, src.points.mean(axis=0))  # source frame px -> target frame px
             layer = matting.match_grain(layer, tgt.grain, src.grain, upscale)
@@ -650,7 +663,6 @@ class HairTryOn:
 
         with clock("cropping"):  # 3.2.3
             source_hair = layer.alpha.copy()
-            regions = self.regions(tgt)
             removed = regions.removed
             # skin under the new hairstyle: the target's face, and the source's forehead up to its
             # hairline where the old hair covered it
@@ -675,8 +687,11 @@ class HairTryOn:
         return Mapping(align, warp, warped, warped_labels, layer, source_hair, removed, under, intended, hairless,
                        composite, hair_upscale=hair_upscale, colour=colour_ref, plain=plain, tinted=regions.tinted)
 
-    def _rebuild(self, tgt: FaceAnalysis, image: np.ndarray, hole: np.ndarray, under: np.ndarray) -> np.ndarray:
-        """:func:`rebuild.rebuild` of ``hole`` in the target's frame, from its own pixels."""
+    def _rebuild(self, tgt: FaceAnalysis, image: np.ndarray, hole: np.ndarray, under: np.ndarray,
+                 shade_done: bool = False) -> np.ndarray:
+        """:func:`rebuild.rebuild` of ``hole`` in the target's frame, from its own pixels.
+        ``shade_done``: ``image`` already has the old hair's shade and halo made good (the
+        mapping image): they are not made good again."""
         s = tgt.frame.size
         regions = self.regions(tgt)
         features = mapping.features_mask(tgt.frame.to_frame_points(tgt.landmarks.mesh), s, grow=max(2, tgt.unit / 100))
@@ -685,7 +700,7 @@ class HairTryOn:
         known = ~regions.removed & tgt.inside
         return rebuild.rebuild(image, hole, under, known, features, regions.neck, cloth, regions.mirror,
                                unit=tgt.unit, mesh=tgt.frame.to_frame_points(tgt.landmarks.mesh),
-                               body_mirror=regions.body_mirror, tinted=regions.tinted).image
+                               body_mirror=regions.body_mirror, tinted=None if shade_done else regions.tinted).image
 
     def fast_marching(self, tgt: FaceAnalysis, mapping: "Mapping", clock: Optional[_Clock] = None):
         """Paper 3.3.1: parse the mapping image again; where it disagrees with the mapping mask
@@ -704,7 +719,7 @@ class HairTryOn:
             known = ~artifacts & tgt.inside
 
             def rebuild_large(image, hole):
-                return self._rebuild(tgt, image, hole, mapping.under)
+                return self._rebuild(tgt, image, hole, mapping.under, shade_done=True)
 
             final = inpainting.fast_marching(mapping.composite, artifacts, mapping.intended, known=known,
                                              large=(u / 25) ** 2, rebuild_large=rebuild_large)

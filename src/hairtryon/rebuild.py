@@ -17,13 +17,16 @@ Arrays: images (S, S, 3) uint8 RGB; masks (S, S) bool; labels (S, S) uint8 class
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from .framing import disk, grow, resize
 from .segmentation import BACKGROUND, EARS, FACE, NECK
+
+PATCHMATCH_SEED = 0  # where every PatchMatch search starts (see patch_fill)
+BACKGROUND_PATCH_RADIUS = 2  # the background's patches, 5x5 on the reduced solve (its texture is fine grain)
 
 
 # ------------------------------------------------------------------------------ building blocks
@@ -123,47 +126,121 @@ def _box(mask: np.ndarray, margin: float, min_margin: int = 16) -> Tuple[slice, 
     return slice(max(0, y0 - m), min(h, y1 + m)), slice(max(0, x0 - m), min(w, x1 + m))
 
 
+def _boxes(hole: np.ndarray, margin: float, min_margin: int = 16) -> List[Tuple[slice, slice, np.ndarray]]:
+    """The boxes a fill of ``hole`` ((S, S) bool) is solved on, each with the part of the hole
+    it fills ((rows, cols, (S, S) bool)): the hole's connected parts, each with ``margin`` of
+    its own size on each side, those whose boxes mostly overlap (by more than half of the
+    smaller one) together. The one box around the whole hole (``margin`` of the whole's size)
+    when those boxes would cover more than it."""
+    whole = _box(hole, margin, min_margin)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(hole.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return [whole + (hole,)]
+    h, w = hole.shape
+    groups = []  # [y0, y1, x0, x1, {component ids}]
+    for i, (x, y, bw, bh, _) in enumerate(stats[1:], start=1):
+        m = max(min_margin, int(margin * max(bw, bh)))
+        groups.append([max(0, y - m), min(h, y + bh + m), max(0, x - m), min(w, x + bw + m), {i}])
+    area = lambda g: (g[1] - g[0]) * (g[3] - g[2])
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                a, b = groups[i], groups[j]
+                overlap = max(0, min(a[1], b[1]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[2], b[2]))
+                if overlap > 0.5 * min(area(a), area(b)):
+                    groups[i] = [min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]), a[4] | b[4]]
+                    del groups[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    whole_area = (whole[0].stop - whole[0].start) * (whole[1].stop - whole[1].start)
+    if sum(area(g) for g in groups) > whole_area:
+        return [whole + (hole,)]
+    return [(slice(g[0], g[1]), slice(g[2], g[3]), np.isin(labels, list(g[4]))) for g in groups]
+
+
 def patch_fill(image: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_side: int = 384,
                patch_radius: int = 3, margin: float = 0.6, seed: int = 0) -> np.ndarray:
     """Exemplar-based fill of ``hole`` whose patches come only from ``sources`` (PatchMatch,
-    Barnes et al. 2009, via ``pypatchmatch``; its ``global_mask`` keeps every other pixel out).
+    Barnes et al. 2009, via ``pypatchmatch``; its ``global_mask`` keeps every other pixel out,
+    and their values play no part).
 
     Solved on a box around the hole (``margin`` of its size on each side) reduced to at most
-    ``max_side`` pixels, upsampled, and given the sources' grain at full resolution.
-    ``image`` (S, S, 3) uint8, ``hole``/``sources`` (S, S) bool. Returns (S, S, 3) uint8 equal to
-    ``image`` outside ``hole``."""
-    from patchmatch import patch_match
-
+    ``max_side`` pixels, upsampled, and given the sources' grain at full resolution. Parts of
+    the hole apart are solved each on its own box, at once (:func:`_boxes`).
+    ``image`` (S, S, 3) uint8, ``hole``/``sources`` (S, S) bool. Returns (S, S, 3) uint8 equal
+    to ``image`` outside ``hole``. PatchMatch's search always starts from the same seed (the
+    library keeps one seed for the whole process, so fills that run at once must agree on it);
+    ``seed`` seeds the grain."""
     out = image.copy()
     if not hole.any():
         return out
-    rows, cols = _box(hole, margin)
-    src_box = sources[rows, cols] & ~hole[rows, cols]
-    if src_box.sum() < 50:  # nothing of that class nearby: look in the whole frame
-        rows, cols = slice(0, hole.shape[0]), slice(0, hole.shape[1])
-        src_box = sources & ~hole
-        if src_box.sum() < 50:
-            return out
-    box, hole_box = image[rows, cols], hole[rows, cols]
-    bh, bw = hole_box.shape
-    f = min(1.0, max_side / max(bh, bw))
+    whole = _box(hole, margin)
+    extent = max(whole[0].stop - whole[0].start, whole[1].stop - whole[1].start)
+    known = sources & ~hole
+    jobs = _boxes(hole, margin)
+
+    def solve(i):
+        rows, cols, part = jobs[i]
+        # too little of that class in the part's box: in the box around the whole hole, then
+        # in the whole frame
+        for rows, cols in ((rows, cols), whole, (slice(0, hole.shape[0]), slice(0, hole.shape[1]))):
+            values = _solve(image[rows, cols], part[rows, cols], known[rows, cols], max_side, extent, patch_radius,
+                            np.random.default_rng(seed + i))
+            if values is not None:
+                break
+        return rows, cols, part[rows, cols], values
+
+    for rows, cols, part, values in _at_once([lambda _, i=i: solve(i) for i in range(len(jobs))], None,
+                                             [int(job[2].sum()) for job in jobs]):
+        if values is not None:  # the parts are apart: each writes only its own pixels
+            out[rows, cols][part] = values[part]
+    return out
+
+
+def _solve(box: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_side: int, extent: int, patch_radius: int,
+           rng: np.random.Generator) -> Optional[np.ndarray]:
+    """One PatchMatch solve of ``hole`` ((h, w) bool) in ``box`` ((h, w, 3) uint8) from
+    ``sources`` ((h, w) bool), at the scale that brings ``extent`` (or the box, if larger) to
+    ``max_side``. Returns the filled box ((h, w, 3) uint8), or None (too few sources)."""
+    from patchmatch import patch_match
+
+    if sources.sum() < 50:
+        return None
+    bh, bw = hole.shape
+    f = min(1.0, max_side / max(bh, bw, extent))
     sh, sw = max(8, int(round(bh * f))), max(8, int(round(bw * f)))
     small = resize(box, (sh, sw), cv2.INTER_AREA) if f < 1 else box
-    small_hole = resize(hole_box.astype(np.float32), (sh, sw), cv2.INTER_AREA) > 0.0 if f < 1 else hole_box
-    small_src = resize(src_box.astype(np.float32), (sh, sw), cv2.INTER_AREA) > 0.999 if f < 1 else src_box
+    small_hole = resize(hole.astype(np.float32), (sh, sw), cv2.INTER_AREA) > 0.0 if f < 1 else hole
+    small_src = resize(sources.astype(np.float32), (sh, sw), cv2.INTER_AREA) > 0.999 if f < 1 else sources
     small_src &= ~small_hole
     if small_src.sum() < 20:
-        return out
-    patch_match.set_random_seed(seed)
+        return None
+    patch_match.set_random_seed(PATCHMATCH_SEED)
     excluded = (~small_src & ~small_hole).astype(np.uint8)
     filled = patch_match.inpaint(np.ascontiguousarray(small), small_hole.astype(np.uint8),
                                  global_mask=excluded, patch_size=patch_radius)
     up = resize(filled, (bh, bw), cv2.INTER_CUBIC).astype(np.float32) if f < 1 else filled.astype(np.float32)
     if f < 1:
-        up = add_grain(up, hole_box, detail_sigma(box, src_box), np.random.default_rng(seed))
-    region = out[rows, cols]
-    region[hole_box] = np.clip(np.round(up[hole_box]), 0, 255).astype(np.uint8)
-    return out
+        up = add_grain(up, hole, detail_sigma(box, sources), rng)
+    return np.clip(np.round(up), 0, 255).astype(np.uint8)
+
+
+def _at_once(fills: List, image, sizes: List[int]) -> List:
+    """``fill(image)`` for every fill of ``fills``, run at once on the machine's cores (the
+    biggest, by ``sizes``, first), in their order. Each gets the same ``image``, unchanged."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(len(fills), os.cpu_count() or 1)
+    if workers <= 1:
+        return [fill(image) for fill in fills]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {i: pool.submit(fills[i], image) for i in sorted(range(len(fills)), key=lambda i: -sizes[i])}
+        return [futures[i].result() for i in range(len(fills))]
 
 
 # ------------------------------------------------------------------------------ skin
@@ -321,15 +398,20 @@ def silhouette_shading(image: np.ndarray, face: np.ndarray, rebuilt: np.ndarray,
     outline_side = rebuilt & face
     if not outline_side.any():
         return image
-    dist = cv2.distanceTransform(face.astype(np.uint8), cv2.DIST_L2, 3)
     width = max(2.0, s / 60)
-    shade = 1.0 - strength * np.exp(-dist / width) * outline_side
-    out = image.astype(np.float32) * shade[..., None]
+    # the shade reaches a few widths into the face: the work is done on a box around that
+    rows, cols = _box(outline_side, 0.0, min_margin=int(6 * width) + 2)
+    sub_face, sub_rebuilt = face[rows, cols], rebuilt[rows, cols]
+    dist = cv2.distanceTransform(sub_face.astype(np.uint8), cv2.DIST_L2, 3)
+    shade = 1.0 - strength * np.exp(-dist / width) * (sub_rebuilt & sub_face)
+    box = image[rows, cols].astype(np.float32) * shade[..., None]
     # anti-alias the outline: a one-pixel blur across it, where it was rebuilt
-    edge = cv2.morphologyEx(face.astype(np.uint8), cv2.MORPH_GRADIENT, disk(1)).astype(bool) & rebuilt
-    soft = cv2.GaussianBlur(out, (0, 0), max(0.7, s / 1000))
-    out[edge] = soft[edge]
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    edge = cv2.morphologyEx(sub_face.astype(np.uint8), cv2.MORPH_GRADIENT, disk(1)).astype(bool) & sub_rebuilt
+    soft = cv2.GaussianBlur(box, (0, 0), max(0.7, s / 1000))
+    box[edge] = soft[edge]
+    out = image.copy()
+    out[rows, cols] = np.clip(np.round(box), 0, 255).astype(np.uint8)
+    return out
 
 
 # ------------------------------------------------------------------------------ the rebuild
@@ -366,15 +448,20 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
         for cls in (FACE, BACKGROUND):
             region = tinted & (under == cls) & ~hole
             out = restore_tone(out, region, known & (under == cls) & ~tinted & ~hole & ~features, unit=s)
+    # each class is filled from its own pixels only, so the fills are independent: they run at
+    # once (PatchMatch leaves Python's lock) and are written back in this order, each with the
+    # shading that goes with it
+    steps = []  # (its hole, the fill: image -> image, then: image -> image or None)
     # sources keep away from the old hair's edge: the parser's mistakes (strands called
     # background) lie there
     clean = known & ~grow(hole, max(2, s / 120))
     others = clean & np.isin(under, (BACKGROUND, NECK, EARS))
     bg_hole = hole & (under == BACKGROUND)
     bg_src = _enough(clean & (under == BACKGROUND), others)
-    out = patch_fill(out, bg_hole, bg_src, seed=seed)
-    out = continue_tone(out, bg_hole, clean & (under == BACKGROUND), unit=s)
-    out = patch_fill(out, hole & (under == EARS), others, seed=seed + 1)
+    steps.append((bg_hole, lambda im: continue_tone(patch_fill(im, bg_hole, bg_src, patch_radius=BACKGROUND_PATCH_RADIUS, seed=seed), bg_hole,
+                                                    clean & (under == BACKGROUND), unit=s), None))
+    ears = hole & (under == EARS)
+    steps.append((ears, lambda im: patch_fill(im, ears, others, seed=seed + 1), None))
     body_part, body_src = hole & (under == NECK), known & (under == NECK)
     if body_part.any():
         cloth = np.zeros_like(hole) if cloth is None else cloth
@@ -388,21 +475,32 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
             if not part.any():
                 continue
             if is_cloth:
-                out = patch_fill(out, part, _enough(clean & body_src & cloth, clean & body_src), max_side=640, seed=seed + 2)
+                src = _enough(clean & body_src & cloth, clean & body_src)
+                steps.append((part, lambda im, part=part, src=src: patch_fill(im, part, src, max_side=640, seed=seed + 2),
+                              None))
             elif skin_src.sum() >= 100:
-                out = skin_fill(out, part, plain_skin(image, skin_src, features, unit=s), skin_src, body_mirror,
-                                seed=seed + 3, unit=s)
-                out = silhouette_shading(out, under == NECK, part, unit=s)  # a rounded neck or shoulder
+                steps.append((part, lambda im, part=part: skin_fill(im, part, plain_skin(image, skin_src, features, unit=s),
+                                                                    skin_src, body_mirror, seed=seed + 3, unit=s),
+                              lambda im, part=part: silhouette_shading(im, under == NECK, part, unit=s)))  # a rounded neck or shoulder
             else:
-                out = patch_fill(out, part, _enough(clean & body_src, others), seed=seed + 3)
-    part = hole & (under == FACE)
-    if part.any():
+                src = _enough(clean & body_src, others)
+                steps.append((part, lambda im, part=part, src=src: patch_fill(im, part, src, seed=seed + 3), None))
+    face_part = hole & (under == FACE)
+    if face_part.any():
         visible = known & (under == FACE)
-        out = skin_fill(out, part, plain_skin(image, visible, features, unit=s), visible & ~features, None,
-                        seed=seed, unit=s)
-        if mesh is not None:
-            out = mirror_brows(out, part, mesh, unit=s)
-        out = silhouette_shading(out, under == FACE, hole, unit=s)
+
+        def face_fill(im):
+            im = skin_fill(im, face_part, plain_skin(image, visible, features, unit=s), visible & ~features, None,
+                           seed=seed, unit=s)
+            return mirror_brows(im, face_part, mesh, unit=s) if mesh is not None else im
+
+        steps.append((face_part, face_fill, lambda im: silhouette_shading(im, under == FACE, hole, unit=s)))
+    steps = [step for step in steps if step[0].any()]
+    fills = _at_once([fill for _, fill, _ in steps], out, [int(part.sum()) for part, _, _ in steps])
+    for (part, _, then), filled in zip(steps, fills):
+        out[part] = filled[part]
+        if then is not None:
+            out = then(out)
     # where two rebuilt classes meet (a shoulder against the background), the edge is as soft
     # as a photographed one, not a rasterised polygon's
     seams = hole & (cv2.morphologyEx(np.where(hole, under, 255).astype(np.uint8), cv2.MORPH_GRADIENT,
