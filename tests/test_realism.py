@@ -124,6 +124,26 @@ def test_no_flyaway_strands_around_the_old_hair(curls_to_crop):
     assert strands_after <= 2 * max(lawn, 1e-3)
 
 
+def test_background_rebuilt_far_from_its_own_keeps_the_tone_of_its_patches(tool, loho_dir):
+    """loho 00148 <- 00018: the old hair reached the photo's top edge, so the background rebuilt
+    above the new bob lies far (over 1/8 of the face's frame) from any visible background. There
+    it keeps the tone of the patches it was built from (the gravel's), not a tone stretched
+    from the few background pixels at the hole's edge: its median lightness within 8 L* of the
+    photo's own background (measured 3.1 lighter; 26.7 darker when the membrane's tone is
+    carried all the way across)."""
+    r = tool(loho_dir / "images" / "00148.jpg", loho_dir / "images" / "00018.jpg", refine="classic")
+    tgt, out = _frame(r)
+    m = r.masks
+    own = (tgt.semantic.labels == BACKGROUND) & ~m["removed"] & tgt.inside
+    far = cv2.distanceTransform((~own).astype(np.uint8), cv2.DIST_L2, 3) > tgt.unit / 8
+    rebuilt = m["removed"] & (m["hair_alpha"] < 0.05) & (m["mapping_mask"] == BACKGROUND) & far & tgt.inside
+    assert rebuilt.sum() > 5000  # the case is real
+    lightness = cv2.cvtColor(out, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32) * 100 / 255
+    gap = float(np.median(lightness[own]) - np.median(lightness[rebuilt]))
+    print("rebuilt background far from its own: L* below the photo's background by", round(gap, 1))
+    assert abs(gap) <= 8.0, gap
+
+
 def _flat_tiles(image: np.ndarray, region: np.ndarray, tile: int) -> float:
     """Share of the ``tile``-sized tiles inside ``region`` whose luminance is nearly constant."""
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)

@@ -516,7 +516,10 @@ def continue_tone(image: np.ndarray, hole: np.ndarray, around: np.ndarray, unit:
     ((S, S) bool, the same class's own pixels): the fill's low frequencies (a Gaussian of
     ``unit``/60) replaced by the membrane through the pixels around the hole, so the fill
     continues the photo's gradients and meets them without a step, while its texture stays the
-    patches'. (S, S, 3) uint8 in and out; pixels outside ``hole`` unchanged."""
+    patches'. Far from every pixel around it (a hole that reaches the photo's border, where the
+    membrane would only stretch a few pixels' tone across it), the fill keeps its own tone,
+    the patches', fully beyond ``unit``/8. (S, S, 3) uint8 in and out; pixels outside ``hole``
+    unchanged."""
     if not hole.any() or around.sum() < 50:
         return image
     s = unit or image.shape[0]
@@ -528,7 +531,9 @@ def continue_tone(image: np.ndarray, hole: np.ndarray, around: np.ndarray, unit:
     sigma = max(2.0, s / 60)
     low_fill = _lowpass(img, sub_hole, sigma)
     low_around = membrane(img, sub_around, scale=max(2.0, s / 200))
-    return _write_back(image, rows, cols, img - low_fill + low_around, sub_hole)
+    far = cv2.distanceTransform((~sub_around).astype(np.uint8), cv2.DIST_L2, 3)
+    near = (1.0 - _smoothstep(far / (s / 8)))[..., None]
+    return _write_back(image, rows, cols, img + near * (low_around - low_fill), sub_hole)
 
 
 def restore_tone(image: np.ndarray, region: np.ndarray, beyond: np.ndarray, unit: Optional[float] = None) -> np.ndarray:
@@ -559,6 +564,11 @@ def _write_back(image: np.ndarray, rows: slice, cols: slice, values: np.ndarray,
     out = image.copy()
     out[rows, cols][where] = np.clip(np.round(values[where]), 0, 255).astype(np.uint8)
     return out
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
 
 
 def _enough(sources: np.ndarray, fallback: np.ndarray, minimum: int = 100) -> np.ndarray:
