@@ -17,7 +17,7 @@ Arrays: images (S, S, 3) uint8 RGB; masks (S, S) bool; labels (S, S) uint8 class
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, TypeVar
 
 import cv2
 import numpy as np
@@ -27,6 +27,7 @@ from .segmentation import BACKGROUND, EARS, FACE, NECK
 
 PATCHMATCH_SEED = 0  # where every PatchMatch search starts (see patch_fill)
 BACKGROUND_PATCH_RADIUS = 2  # the background's patches, 5x5 on the reduced solve (its texture is fine grain)
+T = TypeVar("T")
 
 
 # ------------------------------------------------------------------------------ building blocks
@@ -194,8 +195,8 @@ def patch_fill(image: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_sid
                 break
         return rows, cols, part[rows, cols], values
 
-    for rows, cols, part, values in _at_once([lambda _, i=i: solve(i) for i in range(len(jobs))], None,
-                                             [int(job[2].sum()) for job in jobs]):
+    for rows, cols, part, values in _at_once([lambda i=i: solve(i) for i in range(len(jobs))],
+                                             [float(job[2].sum()) for job in jobs]):
         if values is not None:  # the parts are apart: each writes only its own pixels
             out[rows, cols][part] = values[part]
     return out
@@ -229,18 +230,19 @@ def _solve(box: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_side: int
     return np.clip(np.round(up), 0, 255).astype(np.uint8)
 
 
-def _at_once(fills: List, image, sizes: List[int]) -> List:
-    """``fill(image)`` for every fill of ``fills``, run at once on the machine's cores (the
-    biggest, by ``sizes``, first), in their order. Each gets the same ``image``, unchanged."""
+def _at_once(tasks: List[Callable[[], T]], sizes: List[float]) -> List[T]:
+    """Every task's result, in their order; the tasks run at once on the machine's cores (the
+    biggest, by ``sizes``, first). PatchMatch, OpenCV and NumPy leave Python's lock while they
+    work, so fills of different regions do run side by side."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    workers = min(len(fills), os.cpu_count() or 1)
+    workers = min(len(tasks), os.cpu_count() or 1)
     if workers <= 1:
-        return [fill(image) for fill in fills]
+        return [task() for task in tasks]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {i: pool.submit(fills[i], image) for i in sorted(range(len(fills)), key=lambda i: -sizes[i])}
-        return [futures[i].result() for i in range(len(fills))]
+        futures = {i: pool.submit(tasks[i]) for i in sorted(range(len(tasks)), key=lambda i: -sizes[i])}
+        return [futures[i].result() for i in range(len(tasks))]
 
 
 # ------------------------------------------------------------------------------ skin
@@ -458,8 +460,12 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
     others = clean & np.isin(under, (BACKGROUND, NECK, EARS))
     bg_hole = hole & (under == BACKGROUND)
     bg_src = _enough(clean & (under == BACKGROUND), others)
-    steps.append((bg_hole, lambda im: continue_tone(patch_fill(im, bg_hole, bg_src, patch_radius=BACKGROUND_PATCH_RADIUS, seed=seed), bg_hole,
-                                                    clean & (under == BACKGROUND), unit=s), None))
+
+    def background_fill(im):
+        im = patch_fill(im, bg_hole, bg_src, patch_radius=BACKGROUND_PATCH_RADIUS, seed=seed)
+        return continue_tone(im, bg_hole, clean & (under == BACKGROUND), unit=s)
+
+    steps.append((bg_hole, background_fill, None))
     ears = hole & (under == EARS)
     steps.append((ears, lambda im: patch_fill(im, ears, others, seed=seed + 1), None))
     body_part, body_src = hole & (under == NECK), known & (under == NECK)
@@ -476,12 +482,14 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
                 continue
             if is_cloth:
                 src = _enough(clean & body_src & cloth, clean & body_src)
-                steps.append((part, lambda im, part=part, src=src: patch_fill(im, part, src, max_side=640, seed=seed + 2),
-                              None))
+                steps.append((part, lambda im, part=part, src=src: patch_fill(im, part, src, max_side=640,
+                                                                               seed=seed + 2), None))
             elif skin_src.sum() >= 100:
-                steps.append((part, lambda im, part=part: skin_fill(im, part, plain_skin(image, skin_src, features, unit=s),
-                                                                    skin_src, body_mirror, seed=seed + 3, unit=s),
-                              lambda im, part=part: silhouette_shading(im, under == NECK, part, unit=s)))  # a rounded neck or shoulder
+                plain = plain_skin(image, skin_src, features, unit=s)
+                steps.append((part, lambda im, part=part, plain=plain: skin_fill(im, part, plain, skin_src, body_mirror,
+                                                                                 seed=seed + 3, unit=s),
+                              # a rounded neck or shoulder
+                              lambda im, part=part: silhouette_shading(im, under == NECK, part, unit=s)))
             else:
                 src = _enough(clean & body_src, others)
                 steps.append((part, lambda im, part=part, src=src: patch_fill(im, part, src, seed=seed + 3), None))
@@ -496,7 +504,7 @@ def rebuild(image: np.ndarray, hole: np.ndarray, under: np.ndarray, known: np.nd
 
         steps.append((face_part, face_fill, lambda im: silhouette_shading(im, under == FACE, hole, unit=s)))
     steps = [step for step in steps if step[0].any()]
-    fills = _at_once([fill for _, fill, _ in steps], out, [int(part.sum()) for part, _, _ in steps])
+    fills = _at_once([lambda fill=fill: fill(out) for _, fill, _ in steps], [float(part.sum()) for part, _, _ in steps])
     for (part, _, then), filled in zip(steps, fills):
         out[part] = filled[part]
         if then is not None:
