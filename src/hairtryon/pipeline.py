@@ -207,6 +207,9 @@ class TryOnResult:
 PHOTO_GRAIN_WINDOW = 1536  # pixels on a side: the window a photo's own grain is measured in
 
 
+MATTES_KEPT = 2  # source photos whose hair layer is kept with their analysis (see HairTryOn.source_hair)
+
+
 class _Clock:
     def __init__(self, bar):
         self.timings: Dict[str, float] = {}
@@ -270,6 +273,7 @@ class HairTryOn:
         self._cache: "OrderedDict[tuple, FaceAnalysis]" = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._matted: list = []  # the analyses that keep their hair layer (the last MATTES_KEPT)
 
     # ------------------------------------------------------------------ per-photo analysis
     def load(self, image: ImageLike, role: str = "") -> Photo:
@@ -571,13 +575,19 @@ class HairTryOn:
 
     def source_hair(self, analysis: FaceAnalysis) -> "compositing.HairLayer":
         """A source photo's hair as a layer in its own work frame (:func:`matting.pull_hair`),
-        matted once per photo (a source tried on several targets, or on a target mapped again
-        in its wide frame, costs nothing more)."""
-        if "hair_layer" not in analysis.__dict__:
-            analysis.__dict__["hair_layer"] = matting.pull_hair(
-                analysis.crop, analysis.semantic.prob(HAIR), matting.face_size(analysis.points),
-                background=analysis.semantic.labels == BACKGROUND, inside=analysis.inside)
-        return analysis.__dict__["hair_layer"]
+        matted once for the last :data:`MATTES_KEPT` source photos (a source tried on the next
+        target too, or on a target mapped again in its wide frame, costs nothing more; older
+        analyses in the cache let their layer go: about 30 MB each)."""
+        layer = analysis.__dict__.get("hair_layer")
+        if layer is None:
+            layer = matting.pull_hair(analysis.crop, analysis.semantic.prob(HAIR), matting.face_size(analysis.points),
+                                      background=analysis.semantic.labels == BACKGROUND, inside=analysis.inside)
+            with self._lock:
+                analysis.__dict__["hair_layer"] = layer
+                self._matted.append(analysis)
+                while len(self._matted) > MATTES_KEPT:
+                    self._matted.pop(0).__dict__.pop("hair_layer", None)
+        return layer
 
     def body(self, analysis: FaceAnalysis):
         """Shoulders and hands of a photo's person (:class:`landmarks.Body`), found once."""
