@@ -127,6 +127,12 @@ def resize(arr: np.ndarray, hw: Tuple[int, int], interpolation: int = cv2.INTER_
     return out
 
 
+def smoothstep(x: np.ndarray) -> np.ndarray:
+    """0 below 0, 1 above 1, and the smooth cubic 3x² - 2x³ between (a ramp without kinks)."""
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
 def disk(radius: float) -> np.ndarray:
     """Elliptic structuring element of the given radius (at least 1) for OpenCV morphology."""
     r = max(int(round(radius)), 1)

@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from .framing import disk
+from .framing import disk, smoothstep
 
 # ----------------------------------------------------------------------------------- the layer
 @dataclass
@@ -366,11 +366,6 @@ def _guided_coefficients(guide: np.ndarray, src: np.ndarray, radius: int, eps: f
     return mean(a), mean(b)
 
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3 - 2 * x)
-
-
 @contextmanager
 def _numba_threads(n: int = 1):
     """pymatting's numba kernels on ``n`` threads: at the sizes solved here, its parallel loops
@@ -488,7 +483,7 @@ def solve_matte(image: np.ndarray, trimap: Trimap, solve_px: int = 320) -> HairL
     # colours: the compositing equation solved for F with the estimated background, where the
     # hair covers enough of the pixel for that to be stable; the smooth estimate elsewhere
     solved = np.clip((img - (1.0 - a_box[..., None]) * b_up) / np.maximum(a_box, 0.3)[..., None], 0, 255)
-    w = _smoothstep((a_box - 0.3) / 0.4)[..., None]
+    w = smoothstep((a_box - 0.3) / 0.4)[..., None]
     f_box = np.where(unk[..., None], w * solved + (1.0 - w) * f_up, img)
     tinted = trimap.tinted[r, c] if trimap.tinted is not None else np.zeros_like(unk)
     where = (unk | tinted) & (a_box > 0)
@@ -589,7 +584,6 @@ def despill(layer: HairLayer, image: np.ndarray, background: np.ndarray, scale_p
     near = background & (_distance(~hair) < max(4.0, 0.3 * scale_px))
     if near.sum() < 200:
         return layer
-    lab = _lab(layer.foreground[hair])
     own = _lab(layer.foreground[core][::3])[:, 1:]
     mid = np.median(own, axis=0)
     behind = np.median(_lab(image[near][::3])[:, 1:], axis=0)
@@ -604,6 +598,7 @@ def despill(layer: HairLayer, image: np.ndarray, background: np.ndarray, scale_p
     t_own = (own - mid) @ across
     centre = np.median(t_own)
     limit = centre + spread * (1.4826 * np.median(np.abs(t_own - centre)) + 0.5)
+    lab = _lab(layer.foreground[hair])
     excess = np.clip((lab[:, 1:] - mid) @ across - limit, 0.0, None)
     if not excess.any():
         return layer

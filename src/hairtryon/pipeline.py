@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from . import alignment, checks, colour, compositing, inpainting, mapping, matting, rebuild, refinement, segmentation
 from .errors import HairTryOnError, describe
-from .framing import Frame, disk, grow
+from .framing import Frame, disk, grow, smoothstep
 from .images import ImageLike, Photo, grey_rgb, load_photo
 from .landmarks import Landmarker, Landmarks, default_landmarker, default_person_segmenter
 from .segmentation import BACKGROUND, FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
@@ -231,11 +231,6 @@ def _measured(analysis: FaceAnalysis, what: str) -> "colour.HairColour":
     if "hair_colour" not in analysis.__dict__:
         analysis.__dict__["hair_colour"] = colour.measure_analysis(analysis, what)
     return analysis.__dict__["hair_colour"]
-
-
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
 
 
 def _feather(mask: np.ndarray, px: float) -> np.ndarray:
@@ -658,7 +653,7 @@ class HairTryOn:
             src_photo = alignment.warp_labels(src.inside.astype(np.uint8), warp, (s, s)) > 0
             beyond = cv2.distanceTransform((~src_photo).astype(np.uint8), cv2.DIST_L2, 3)
             reach = max(2.0, CUT_HAIR_REACH * tgt.unit)
-            fade = np.where(inside, 1.0 - _smoothstep(beyond / reach), 1.0).astype(np.float32)
+            fade = np.where(inside, 1.0 - smoothstep(beyond / reach), 1.0).astype(np.float32)
 
         with clock("matting"):  # 3.2.3: the source's hair as a layer, matted in the photo it was shot in
             with ThreadPoolExecutor(max_workers=1) as pool:  # meanwhile, the target's old hair is found

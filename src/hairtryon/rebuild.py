@@ -22,7 +22,7 @@ from typing import Callable, List, Optional, Tuple, TypeVar
 import cv2
 import numpy as np
 
-from .framing import disk, grow, resize
+from .framing import disk, grow, resize, smoothstep
 from .segmentation import BACKGROUND, EARS, FACE, NECK
 
 PATCHMATCH_SEED = 0  # where every PatchMatch search starts (see patch_fill)
@@ -528,19 +528,16 @@ def continue_tone(image: np.ndarray, hole: np.ndarray, around: np.ndarray, unit:
     membrane would only stretch a few pixels' tone across it), the fill keeps its own tone,
     the patches', fully beyond ``unit``/8. (S, S, 3) uint8 in and out; pixels outside ``hole``
     unchanged."""
-    if not hole.any() or around.sum() < 50:
+    boxed = _tone_box(image, hole, around, 0.15, min_region=1)
+    if boxed is None:
         return image
+    rows, cols, sub_hole, sub_around, img = boxed
     s = unit or image.shape[0]
-    rows, cols = _box(hole, 0.15)
-    sub_hole, sub_around = hole[rows, cols], around[rows, cols]
-    if sub_around.sum() < 50:
-        return image
-    img = image[rows, cols].astype(np.float32)
     sigma = max(2.0, s / 60)
     low_fill = _lowpass(img, sub_hole, sigma)
     low_around = membrane(img, sub_around, scale=max(2.0, s / 200))
     far = cv2.distanceTransform((~sub_around).astype(np.uint8), cv2.DIST_L2, 3)
-    near = (1.0 - _smoothstep(far / (s / 8)))[..., None]
+    near = (1.0 - smoothstep(far / (s / 8)))[..., None]
     return _write_back(image, rows, cols, img + near * (low_around - low_fill), sub_hole)
 
 
@@ -550,14 +547,11 @@ def restore_tone(image: np.ndarray, region: np.ndarray, beyond: np.ndarray, unit
     local average (a Gaussian of ``unit``/150) is replaced by the average of the pixels beyond
     (``unit``/60, continued into the region), fully from ``unit``/75 inside it, in a ramp
     before. (S, S, 3) uint8 in and out; pixels outside ``region`` unchanged."""
-    if region.sum() < 10 or beyond.sum() < 50:
+    boxed = _tone_box(image, region, beyond, 0.3, min_region=10)
+    if boxed is None:
         return image
+    rows, cols, sub, sub_b, img = boxed
     s = unit or image.shape[0]
-    rows, cols = _box(region, 0.3)
-    sub, sub_b = region[rows, cols], beyond[rows, cols]
-    if sub_b.sum() < 50:
-        return image
-    img = image[rows, cols].astype(np.float32)
     sigma = max(1.5, s / 150)
     own = _lowpass(img, sub, sigma)
     wanted = _lowpass(img, sub_b, max(2.0, s / 60))
@@ -566,17 +560,26 @@ def restore_tone(image: np.ndarray, region: np.ndarray, beyond: np.ndarray, unit
     return _write_back(image, rows, cols, img + w * (wanted - own), sub)
 
 
+def _tone_box(image: np.ndarray, region: np.ndarray, reference: np.ndarray, margin: float, min_region: int):
+    """The box around ``region`` (``margin`` of its size on each side) that a tone correction
+    works on: (rows, cols, the region and the ``reference`` pixels in it, the box as float32),
+    or None where the region has fewer than ``min_region`` pixels or the box fewer than 50 of
+    the reference."""
+    if region.sum() < min_region or reference.sum() < 50:
+        return None
+    rows, cols = _box(region, margin)
+    sub, sub_ref = region[rows, cols], reference[rows, cols]
+    if sub_ref.sum() < 50:
+        return None
+    return rows, cols, sub, sub_ref, image[rows, cols].astype(np.float32)
+
+
 def _write_back(image: np.ndarray, rows: slice, cols: slice, values: np.ndarray, where: np.ndarray) -> np.ndarray:
     """A copy of ``image`` with the box (``rows``, ``cols``) taking ``values`` ((h, w, 3) float,
     rounded and clipped to uint8) where ``where`` ((h, w) bool) says."""
     out = image.copy()
     out[rows, cols][where] = np.clip(np.round(values[where]), 0, 255).astype(np.uint8)
     return out
-
-
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
 
 
 def _enough(sources: np.ndarray, fallback: np.ndarray, minimum: int = 100) -> np.ndarray:
