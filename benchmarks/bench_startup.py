@@ -46,8 +46,8 @@ load = getattr(images, "load_photo", images.load_image)
 T, S = load(sys.argv[1]), load(sys.argv[2]); lap("read the two photos")
 from hairtryon.pipeline import HairTryOn
 tool = HairTryOn(seg)
-r = tool(T, S, refine=sys.argv[3]); lap("first swap")
-tool._cache.clear(); r = tool(T, S, refine=sys.argv[3]); lap("second swap (warm)")
+r = tool(T, S, refine=sys.argv[3], force=True); lap("first swap")
+tool._cache.clear(); r = tool(T, S, refine=sys.argv[3], force=True); lap("second swap (warm)")
 save_image(getattr(r, "output", r.image), sys.argv[4]); lap("write the result (PNG)")
 t["modules"] = [m for m in ("torch", "diffusers", "matplotlib") if m in sys.modules]
 print(json.dumps(t))
@@ -60,11 +60,11 @@ from hairtryon.pipeline import HairTryOn
 tool = HairTryOn()
 load = getattr(images, "load_photo", images.load_image)
 T, S = load(sys.argv[1]), load(sys.argv[2])
-tool(T, S, refine=sys.argv[3])  # warm-up
+tool(T, S, refine=sys.argv[3], force=True)  # warm-up
 times = []
 for _ in range(int(sys.argv[4])):
     tool._cache.clear()
-    t = time.perf_counter(); tool(T, S, refine=sys.argv[3]); times.append(time.perf_counter() - t)
+    t = time.perf_counter(); tool(T, S, refine=sys.argv[3], force=True); times.append(time.perf_counter() - t)
 print(json.dumps({"median": statistics.median(times), "runs": times, "diffusers": "diffusers" in sys.modules}))
 """
 
@@ -110,7 +110,7 @@ def main() -> None:
         for i in range(args.runs):
             t0 = time.perf_counter()
             p = subprocess.run([args.python, "-m", "hairtryon", "swap", str(t), str(s), "-o", str(tmp / "out.png"),
-                                "--refine", args.refine], env=env, capture_output=True, text=True)
+                                "--refine", args.refine, "--force"], env=env, capture_output=True, text=True)
             walls.append(time.perf_counter() - t0)
             if p.returncode != 0:
                 sys.exit(f"swap failed: {p.stderr.strip().splitlines()[-1:]}")

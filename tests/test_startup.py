@@ -42,7 +42,7 @@ def test_a_swap_process_loads_only_what_it_needs(tmp_path, loho_dir, refine):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HOME=str(tmp_path / "hf"))
     env.pop("HAIRTRYON_OFFLINE", None)
     env.pop("HF_HUB_OFFLINE", None)  # online: auto still must not probe for a model it does not have
-    t, s = loho_dir / "images" / "00148.jpg", loho_dir / "images" / "00018.jpg"
+    t, s = loho_dir / "images" / "01012.jpg", loho_dir / "images" / "00018.jpg"
     p = subprocess.run([sys.executable, "-c", PROBE, "swap", str(t), str(s), "-o", str(tmp_path / "o.png"),
                         "--refine", refine], capture_output=True, text=True, env=env, timeout=300)
     out = json.loads(p.stdout.strip().splitlines()[-1])

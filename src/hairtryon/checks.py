@@ -15,6 +15,7 @@ its metadata (``meta['concerns']``). ``force=True`` turns declines into warnings
 | hands | MediaPipe Hands | | a hand touches the source's hair, or what the try-on changes in the target |
 | other people | other faces found in the photo | | another head touches the source's hair, or what the try-on changes in the target |
 | body to invent | target's neck and shoulders hidden under old hair and left bare | large | large, with no clothes visible to copy |
+| hidden features | an eye or eyebrow (Face Mesh hull) under the target's old hair, which the new hair leaves bare | > 8% of it | > 15% of it |
 
 Arrays are in a photo's work frame: masks (S, S) bool, points (N, 2) frame pixels.
 """
@@ -244,6 +245,42 @@ def pair_checks(yaw_target: float, yaw_source: float, changed: np.ndarray, hands
         out.append(Concern("other_people", "target", "In the target photo, another person is right beside the "
                                                      "hair and would be painted over.", True))
     return out
+
+
+FEATURE_WARN, FEATURE_DECLINE = 0.08, 0.15  # share of an eye's or brow's hull the old hair hid and the new leaves bare
+_FEATURE_WORDS = {"eye": "eye", "brow": "eyebrow"}
+
+
+def hidden_features(hulls: dict, old_hair: np.ndarray, new_hair: np.ndarray) -> dict:
+    """For each eye and brow (``hulls``: name -> (S, S) bool, :func:`mapping.feature_hulls`), the
+    share of it that the target's old hair (``old_hair`` (S, S) bool) hides and the new hair
+    (``new_hair`` (S, S) bool) does not cover: what the try-on would have to draw."""
+    out = {}
+    for name, hull in hulls.items():
+        if name == "lips" or hull.sum() < 10:
+            continue
+        out[name] = float((hull & old_hair & ~new_hair).sum()) / float(hull.sum())
+    return out
+
+
+def features_check(shares: dict, image_left_is: str = "right") -> List[Concern]:
+    """A concern where the target's old hair hides part of an eye or eyebrow that the new
+    hairstyle would show (``shares``: :func:`hidden_features`): the try-on cannot draw a feature it
+    has not seen (it would be a flat patch or a dark stump of the old hair). More than 15% of an
+    eye's or brow's outline declines, 8% warns. ``image_left_is``: which of the person's sides
+    ('left', 'right') is on the photo's left (the person's right, facing the camera)."""
+    worst = max(shares.items(), key=lambda kv: kv[1], default=None)
+    if worst is None or worst[1] <= FEATURE_WARN:
+        return []
+    side, kind = worst[0].split("_")
+    where = "photo's left" if side == image_left_is else "photo's right"
+    feature = f"the {_FEATURE_WORDS[kind]} on the {where}"
+    if worst[1] > FEATURE_DECLINE:
+        return [Concern("features", "target", f"In the target photo, the hair hides part of {feature}, and the new "
+                                              f"hairstyle would show it: the try-on cannot draw an {_FEATURE_WORDS[kind]} "
+                                              "that the photo does not show.", True, worst[1])]
+    return [Concern("features", "target", f"In the target photo, the hair hid a little of {feature}; it was "
+                                          "filled in: look closely at it.", False, worst[1])]
 
 
 def body_check(invented: np.ndarray, clothes_visible: np.ndarray, face_area: float) -> List[Concern]:

@@ -435,15 +435,24 @@ class TargetRegions:
     tinted: Optional[np.ndarray] = None  # (S, S) bool: next to the old hair, its shade or tint (tone made good, texture kept)
 
 
-def features_mask(mesh: np.ndarray, size: int, grow: float) -> np.ndarray:
-    """The face's eyes, brows and lips ((S, S) bool): the convex hulls of their Face Mesh points
-    (``mesh`` (468, 2) frame points), grown by ``grow`` pixels."""
+def feature_hulls(mesh: np.ndarray, size: int) -> dict:
+    """Each of the face's features ('left_eye', 'right_eye', 'left_brow', 'right_brow', 'lips':
+    the person's left and right, as MediaPipe names them) as the convex hull of its Face Mesh
+    points (``mesh`` (468, 2) frame points): name -> (S, S) bool."""
     from .landmarks import feature_indices
 
-    mask = np.zeros((size, size), np.uint8)
-    for idx in feature_indices().values():
-        hull = cv2.convexHull(np.round(mesh[idx]).astype(np.int32))
-        cv2.fillConvexPoly(mask, hull, 1)
+    out = {}
+    for name, idx in feature_indices().items():
+        mask = np.zeros((size, size), np.uint8)
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(mesh[idx]).astype(np.int32)), 1)
+        out[name] = mask.astype(bool)
+    return out
+
+
+def features_mask(mesh: np.ndarray, size: int, grow: float) -> np.ndarray:
+    """The face's eyes, brows and lips ((S, S) bool): the union of :func:`feature_hulls`, grown by
+    ``grow`` pixels."""
+    mask = np.logical_or.reduce(list(feature_hulls(mesh, size).values())).astype(np.uint8)
     return cv2.dilate(mask, disk(grow)).astype(bool)
 
 
@@ -484,5 +493,5 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
                          tinted & inside)
 
 
-__all__ = ["features_mask", "target_regions", "joined", "remove_hair", "stray_strands", "flyaways", "hair_shade", "hair_halo", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
+__all__ = ["feature_hulls", "features_mask", "target_regions", "joined", "remove_hair", "stray_strands", "flyaways", "hair_shade", "hair_halo", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
            "side_gaps", "under_hair", "mapping_mask", "reflection", "TargetRegions"]

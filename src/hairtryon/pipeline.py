@@ -33,6 +33,7 @@ from .errors import HairTryOnError, describe
 from .framing import Frame, disk, grow, smoothstep
 from .images import ImageLike, Photo, grey_rgb, load_photo
 from .landmarks import Landmarker, Landmarks, default_landmarker, default_person_segmenter
+from .mapping import feature_hulls
 from .segmentation import BACKGROUND, FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
 
 WORK_FRAME_SCALE = 1.3  # work frame = FFHQ-like head framing widened 1.3x: room for long hair
@@ -556,7 +557,11 @@ class HairTryOn:
         cloth = (parts["cloth"] > parts["neck_skin"]) if "cloth" in parts else (tgt.semantic.labels == NECK)
         visible = cloth & (tgt.semantic.labels == NECK) & ~mapping.removed & tgt.inside
         face_area = float(((tgt.semantic.labels == FACE) | regions.face).sum())
-        return found + checks.body_check(invented, visible, face_area)
+        found += checks.body_check(invented, visible, face_area)
+        # eyes and brows the old hair hid and the new hair would show
+        hulls = feature_hulls(mesh, f.size)
+        shares = checks.hidden_features(hulls, tgt.semantic.labels == HAIR, mapping.layer.alpha > 0.5)
+        return found + checks.features_check(shares)
 
     def _hands(self, analysis: FaceAnalysis) -> list:
         """The hands in a photo that look like hands (see :func:`checks.plausible_hands`)."""
