@@ -379,12 +379,14 @@ def face_mirror(mesh: np.ndarray, oval_index: np.ndarray) -> Optional[np.ndarray
 
 # ------------------------------------------------------------------------ the mapping mask
 def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width: int, below: float,
-              mass: float = 0.0) -> np.ndarray:
+              mass: float = 0.0, min_area: float = 0.0) -> np.ndarray:
     """Where the old hair was, the horizontal gaps (up to ``width`` pixels) between the face and
     the new hair, above row ``below`` (the chin): the new hairstyle was made for another head,
     and on this one it would hang there. Only gaps against a mass of hair count: ``new_hair``
     ((S, S) bool) is opened by ``mass`` pixels first, so a few loose strands beside the face do
-    not turn the space between into a block of hair. (S, S) bool."""
+    not turn the space between into a block of hair. Gaps smaller than ``min_area`` pixels are
+    left out: notches along a hairline, which grown hair would fill with opaque dark specks among
+    the fine hairs around them. (S, S) bool."""
     body = new_hair
     if mass > 0:
         body = cv2.morphologyEx(new_hair.astype(np.uint8), cv2.MORPH_OPEN, disk(mass)).astype(bool)
@@ -395,7 +397,22 @@ def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width
     tall = np.ones((2 * int(width) + 1, 1), np.uint8)
     gaps |= cv2.morphologyEx(gaps.astype(np.uint8), cv2.MORPH_CLOSE, tall).astype(bool) & ~new_hair & ~face & removed
     gaps[int(max(0, below)):] = False
+    if min_area > 0 and gaps.any():
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(gaps.astype(np.uint8), connectivity=8)
+        gaps = (stats[:, cv2.CC_STAT_AREA] >= min_area)[lab] & gaps
     return gaps
+
+
+def skin_under_hairline(face: np.ndarray, new_alpha: np.ndarray, removed: np.ndarray, band_px: float,
+                        above: float) -> np.ndarray:
+    """``face`` ((S, S) bool, the skin under the new hairstyle) with the band of ``band_px``
+    pixels around it that the new hair's soft edge covers (``new_alpha`` (S, S) float32 > 0.02),
+    where the old hair was (``removed``), above row ``above`` (the eyes): a hairline's fine hairs
+    lie on skin, and the background rebuilt there would show through them as a pale or dark rim
+    around the forehead. (S, S) bool."""
+    band = grow(face, band_px) & (new_alpha > 0.02) & removed
+    band[int(max(0, above)):] = False
+    return face | band
 
 
 def under_hair(labels: np.ndarray, removed: np.ndarray, face: np.ndarray, body: np.ndarray) -> np.ndarray:
@@ -494,4 +511,4 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
 
 
 __all__ = ["feature_hulls", "features_mask", "target_regions", "joined", "remove_hair", "stray_strands", "flyaways", "hair_shade", "hair_halo", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
-           "side_gaps", "under_hair", "mapping_mask", "reflection", "TargetRegions"]
+           "side_gaps", "skin_under_hairline", "under_hair", "mapping_mask", "reflection", "TargetRegions"]

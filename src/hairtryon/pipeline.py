@@ -680,10 +680,12 @@ class HairTryOn:
             u = tgt.unit
             chin_y = tgt.points[3, 1]
             gaps = mapping.side_gaps(layer.mask, face, removed, width=int(u / 10), below=chin_y,
-                                     mass=u / 40) & inside
+                                     mass=u / 40, min_area=(u / 40) ** 2) & inside
             fg, alpha = rebuild.grow_hair(layer.foreground, layer.alpha, gaps, unit=u)
             layer = compositing.HairLayer(alpha, fg)
-            under = mapping.under_hair(tgt.semantic.labels, removed, face, regions.body & ~face)
+            skin = mapping.skin_under_hairline(face, layer.alpha, removed, band_px=u / 40,
+                                               above=tgt.points[1:3, 1].mean())
+            under = mapping.under_hair(tgt.semantic.labels, removed, skin, regions.body & ~face)
             intended = mapping.mapping_mask(under, layer.mask)
 
         with clock("replacing"):  # 3.2.4, with the old hair's place rebuilt from the target itself

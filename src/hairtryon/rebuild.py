@@ -164,7 +164,7 @@ def _boxes(hole: np.ndarray, margin: float, min_margin: int = 16) -> List[Tuple[
 
 
 def patch_fill(image: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_side: int = 384,
-               patch_radius: int = 3, margin: float = 0.6, seed: int = 0) -> np.ndarray:
+               patch_radius: int = 3, margin: float = 0.6, seed: int = 0, whole_patches: bool = False) -> np.ndarray:
     """Exemplar-based fill of ``hole`` whose patches come only from ``sources`` (PatchMatch,
     Barnes et al. 2009, via ``pypatchmatch``; its ``global_mask`` keeps every other pixel out,
     and their values play no part).
@@ -175,7 +175,11 @@ def patch_fill(image: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_sid
     ``image`` (S, S, 3) uint8, ``hole``/``sources`` (S, S) bool. Returns (S, S, 3) uint8 equal
     to ``image`` outside ``hole``. PatchMatch's search always starts from the same seed (the
     library keeps one seed for the whole process, so fills that run at once must agree on it);
-    ``seed`` seeds the grain."""
+    ``seed`` seeds the grain. ``whole_patches``: only patches that lie wholly on ``sources``
+    (PatchMatch keeps the other pixels out as patch centres only, so a patch centred next to a
+    glasses rim on the cheek would carry a piece of it), where enough of them are left; for
+    plain textures (skin), not for patterned ones (clothes), where it leaves only a few motifs
+    to repeat."""
     out = image.copy()
     if not hole.any():
         return out
@@ -190,7 +194,7 @@ def patch_fill(image: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_sid
         # in the whole frame
         for rows, cols in ((rows, cols), whole, (slice(0, hole.shape[0]), slice(0, hole.shape[1]))):
             values = _solve(image[rows, cols], part[rows, cols], known[rows, cols], max_side, extent, patch_radius,
-                            np.random.default_rng(seed + i))
+                            np.random.default_rng(seed + i), whole_patches)
             if values is not None:
                 break
         return rows, cols, part[rows, cols], values
@@ -203,7 +207,7 @@ def patch_fill(image: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_sid
 
 
 def _solve(box: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_side: int, extent: int, patch_radius: int,
-           rng: np.random.Generator) -> Optional[np.ndarray]:
+           rng: np.random.Generator, whole_patches: bool = False) -> Optional[np.ndarray]:
     """One PatchMatch solve of ``hole`` ((h, w) bool) in ``box`` ((h, w, 3) uint8) from
     ``sources`` ((h, w) bool), at the scale that brings ``extent`` (or the box, if larger) to
     ``max_side``. Returns the filled box ((h, w, 3) uint8), or None (too few sources)."""
@@ -220,6 +224,11 @@ def _solve(box: np.ndarray, hole: np.ndarray, sources: np.ndarray, max_side: int
     small_src &= ~small_hole
     if small_src.sum() < 20:
         return None
+    if whole_patches:  # sources whose whole patch is source, where enough of them are left
+        k = 2 * patch_radius + 1
+        core = cv2.erode(small_src.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+        if core.sum() >= max(20, 0.25 * small_src.sum()):
+            small_src = core
     patch_match.set_random_seed(PATCHMATCH_SEED)
     excluded = (~small_src & ~small_hole).astype(np.uint8)
     filled = patch_match.inpaint(np.ascontiguousarray(small), small_hole.astype(np.uint8),
@@ -250,16 +259,26 @@ def plain_skin(image: np.ndarray, face: np.ndarray, features: np.ndarray, strict
                unit: Optional[float] = None) -> np.ndarray:
     """Face pixels that are plain skin ((S, S) bool): inside ``face`` ((S, S) bool, the visible
     face), away from ``features`` ((S, S) bool: eyes, brows, lips), its edge and deep shadows
-    (darker than the median luminance by ``strictness`` robust deviations)."""
+    (darker than the median luminance by ``strictness`` robust deviations), and away from what is
+    not plain skin on it (a glasses frame, its glint, a strap: chroma farther from the skin's
+    median than 3 robust deviations, or an edge sharper than 6 times the skin's median
+    gradient)."""
     s = unit or image.shape[0]
     inner = cv2.erode(face.astype(np.uint8), disk(max(2, s / 150))).astype(bool) & ~features
     if inner.sum() < 50:
         return face & ~features
-    lum = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[:, :, 0].astype(np.float32)
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lum = lab[:, :, 0]
     vals = lum[inner]
     median = np.median(vals)
     spread = 1.4826 * np.median(np.abs(vals - median)) + 1.0
-    return inner & (lum > median - strictness * spread) & (lum < median + 3 * spread)
+    plain = inner & (lum > median - strictness * spread) & (lum < median + 3 * spread)
+    chroma = lab[:, :, 1:]
+    off = np.linalg.norm(chroma - np.median(chroma[inner], axis=0), axis=2)
+    plain &= off < 3.0 * (1.4826 * np.median(off[inner]) + 1.0)
+    edge = np.abs(cv2.Sobel(lum, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(lum, cv2.CV_32F, 0, 1))
+    plain &= edge < 6.0 * (np.median(edge[inner]) + 1.0)
+    return plain
 
 
 def _lowpass(image: np.ndarray, where: np.ndarray, sigma: float) -> np.ndarray:
@@ -316,7 +335,7 @@ def skin_fill(image: np.ndarray, hole: np.ndarray, skin: np.ndarray, face: np.nd
     full_redo = np.zeros_like(hole)
     full_redo[rows, cols] = redo
     donor = patch_fill(image, full_redo, skin & ~full_redo, max_side=512, patch_radius=3, margin=0.5,
-                       seed=seed)[rows, cols]
+                       seed=seed, whole_patches=True)[rows, cols]
     donor = donor.astype(np.float32)
     result = donor - _lowpass(donor, redo, sigma) + low_target
     if mirror is not None:
