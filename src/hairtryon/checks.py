@@ -48,7 +48,7 @@ class CannotDoWell(HairTryOnError):
 @dataclass(frozen=True)
 class Concern:
     """One reason a result would look edited. ``code``: short name (headwear, yaw, cut_off,
-    hands, other_people, body); ``photo``: 'target' or 'source'; ``message``: one sentence;
+    hands, other_people, no_hair, body, features); ``photo``: 'target' or 'source'; ``message``: one sentence;
     ``decline``: serious enough to decline; ``value``: the measured figure."""
 
     code: str

@@ -36,6 +36,7 @@ from .landmarks import Landmarker, Landmarks, default_landmarker, default_person
 from .mapping import feature_hulls
 from .segmentation import BACKGROUND, FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
 
+FRINGE_ALPHA = 0.05  # the new hair's layer above this is its own (its soft edge included), never an artifact
 WORK_FRAME_SCALE = 1.3  # work frame = FFHQ-like head framing widened 1.3x: room for long hair
 WIDE_FRAME_SCALE = 2.0  # ... and 2x where the hair runs off that frame inside the photo
 CUT_HAIR_REACH = 0.08  # hair a source photo cuts off goes on this far (of the nominal frame), thinning out
@@ -728,7 +729,12 @@ class HairTryOn:
             u = tgt.unit
             artifacts = inpainting.find_artifacts(parsed.labels, mapping.intended, min_width=max(3, int(u / 100)))
             artifacts &= tgt.inside & (tgt.semantic.labels != FACE)  # the target's face stays its own
-            known = ~artifacts & tgt.inside
+            # the new hair's own fringe is no artifact: where its soft edge lies, the re-parse sees
+            # hair rightly, and a fill there would cut the edge off in a smear of hair and
+            # background; nor does a fill take its colours from under that edge
+            fringe = mapping.layer.alpha > FRINGE_ALPHA
+            artifacts &= ~fringe
+            known = ~artifacts & tgt.inside & ~fringe
 
             def rebuild_large(image, hole):
                 return self._rebuild(tgt, image, hole, mapping.under, shade_done=True)
