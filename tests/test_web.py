@@ -401,6 +401,10 @@ def test_browser_tryon(browser, server, loho_dir):
     assert len(progress) >= 2 and progress[-1] > progress[0], f"the progress bar did not move: {progress}"
 
     tgt = Image.open(target)
+    # "Done:" can show before the browser has decoded the result's images (seen once in a full run)
+    page.wait_for_function("() => { const ims = [...document.querySelectorAll('#result img')];"
+                           " return ims.length > 0 && ims.every(e => e.complete && e.naturalWidth > 0); }",
+                           timeout=60_000)
     shown = [page.evaluate("(e) => [e.naturalWidth, e.naturalHeight]", img)
              for img in page.locator("#result img").element_handles()]
     assert shown and all(tuple(wh) == tgt.size for wh in shown), shown  # before and after, at full size
