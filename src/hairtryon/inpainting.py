@@ -28,15 +28,19 @@ from .framing import disk, resize
 from .segmentation import HAIR
 
 
-def find_artifacts(parsed: np.ndarray, intended: np.ndarray, min_width: int) -> np.ndarray:
+def find_artifacts(parsed: np.ndarray, intended: np.ndarray, min_width: int,
+                   keep: Optional[np.ndarray] = None) -> np.ndarray:
     """The artifact mask (3.3.1): the difference of the binary hair masks of the re-parsed
     composite and of the mapping mask (both (S, S) uint8 labels), without the slivers thinner
-    than ``min_width`` pixels that any two parses of the same edge differ by. (S, S) bool."""
+    than ``min_width`` pixels that any two parses of the same edge differ by, and never in
+    ``keep`` ((S, S) bool: what stays as it is, e.g. the target's face and the new hair's own
+    soft edge, where the re-parse sees hair rightly). (S, S) bool."""
     diff = ((parsed == HAIR) ^ (intended == HAIR)).astype(np.uint8)
     diff = cv2.morphologyEx(diff, cv2.MORPH_OPEN, disk(min_width / 2))
     if diff.any():
         diff = cv2.dilate(diff, disk(max(1, min_width / 4)))
-    return diff.astype(bool)
+    diff = diff.astype(bool)
+    return diff if keep is None else diff & ~keep
 
 
 def telea(image: np.ndarray, part: np.ndarray, sources: np.ndarray, max_side: int = 320,

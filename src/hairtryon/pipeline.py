@@ -727,13 +727,11 @@ class HairTryOn:
                 parsed = segmentation.body_from_person(parsed, person, tgt.points[3], guard=tgt.unit / 60)
         with clock("fast_marching"):
             u = tgt.unit
-            artifacts = inpainting.find_artifacts(parsed.labels, mapping.intended, min_width=max(3, int(u / 100)))
-            artifacts &= tgt.inside & (tgt.semantic.labels != FACE)  # the target's face stays its own
-            # the new hair's own fringe is no artifact: where its soft edge lies, the re-parse sees
-            # hair rightly, and a fill there would cut the edge off in a smear of hair and
-            # background; nor does a fill take its colours from under that edge
+            # the target's face stays its own; the new hair's fringe is no artifact (a fill there
+            # would cut its soft edge off in a smear of hair and background), nor a fill's source
             fringe = mapping.layer.alpha > FRINGE_ALPHA
-            artifacts &= ~fringe
+            artifacts = inpainting.find_artifacts(parsed.labels, mapping.intended, min_width=max(3, int(u / 100)),
+                                                  keep=~tgt.inside | (tgt.semantic.labels == FACE) | fringe)
             known = ~artifacts & tgt.inside & ~fringe
 
             def rebuild_large(image, hole):

@@ -267,18 +267,22 @@ def plain_skin(image: np.ndarray, face: np.ndarray, features: np.ndarray, strict
     inner = cv2.erode(face.astype(np.uint8), disk(max(2, s / 150))).astype(bool) & ~features
     if inner.sum() < 50:
         return face & ~features
-    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    rows, cols = _box(inner, 0.0, min_margin=2)  # colours and edges on the face's box only
+    sub = inner[rows, cols]
+    lab = cv2.cvtColor(image[rows, cols], cv2.COLOR_RGB2LAB).astype(np.float32)
     lum = lab[:, :, 0]
-    vals = lum[inner]
+    vals = lum[sub]
     median = np.median(vals)
     spread = 1.4826 * np.median(np.abs(vals - median)) + 1.0
-    plain = inner & (lum > median - strictness * spread) & (lum < median + 3 * spread)
+    plain = sub & (lum > median - strictness * spread) & (lum < median + 3 * spread)
     chroma = lab[:, :, 1:]
-    off = np.linalg.norm(chroma - np.median(chroma[inner], axis=0), axis=2)
-    plain &= off < 3.0 * (1.4826 * np.median(off[inner]) + 1.0)
+    off = np.linalg.norm(chroma - np.median(chroma[sub], axis=0), axis=2)
+    plain &= off < 3.0 * (1.4826 * np.median(off[sub]) + 1.0)
     edge = np.abs(cv2.Sobel(lum, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(lum, cv2.CV_32F, 0, 1))
-    plain &= edge < 6.0 * (np.median(edge[inner]) + 1.0)
-    return plain
+    plain &= edge < 6.0 * (np.median(edge[sub]) + 1.0)
+    out = np.zeros_like(inner)
+    out[rows, cols] = plain
+    return out
 
 
 def _lowpass(image: np.ndarray, where: np.ndarray, sigma: float) -> np.ndarray:
