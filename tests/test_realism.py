@@ -166,6 +166,53 @@ def test_fast_marching_leaves_the_new_hairs_fringe_alone(tool, portraits):
     assert (r.stages["fast marching"][fringe] == r.stages["mapping image"][fringe]).all()
 
 
+def test_fast_marching_leaves_the_targets_own_pixels_alone(tool, loho_dir):
+    """loho 00018 <- 19501: beside the new black hair at the photo's top edge, the target's dark
+    foliage is taken for hair by the re-parse (the new hair beside it), though the target's own
+    parse saw background there and the replacing left it as it was. Those pixels are no
+    artifacts: the result equals the target photo on every pixel the try-on neither rebuilt,
+    nor tinted, nor covered with new hair, and that the target's parse called no hair (measured
+    0 changed; about 8,000 were filled, with a lump of hair texture, before)."""
+    r = tool(loho_dir / "images" / "00018.jpg", loho_dir / "images" / "19501.jpg", refine="classic")
+    tgt, out = _frame(r)
+    m = r.masks
+    own = ~m["removed"] & (tgt.semantic.labels != HAIR) & (m["hair_alpha"] == 0) & tgt.inside
+    if m["tinted"] is not None:
+        own &= ~m["tinted"]
+    assert m["artifacts"].any()  # the re-parse still disagrees where the try-on rebuilt
+    changed = (out != tgt.crop).any(axis=2) & own
+    print("own pixels changed:", int(changed.sum()), "of", int(own.sum()))
+    assert not changed.any()
+
+
+def test_a_rebuild_takes_nothing_from_under_the_new_hair(tool, loho_dir):
+    """Fast marching rebuilds a large artifact from the target's own pixels of its class; the
+    new hair lies over some of them in the mapping image and must be no source (a fill there
+    copied strands of it into the background). Here a magenta stroke stands for the new hair
+    beside a hole in loho 00018's background: none of it reaches the hole when it is avoided,
+    as the control without ``avoid`` shows it would."""
+    tgt = tool.analyze(loho_dir / "images" / "00018.jpg", role="target")
+    s, u = tgt.frame.size, tgt.unit
+    regions = tool.regions(tgt)
+    bg = (tgt.semantic.labels == BACKGROUND) & ~regions.removed & tgt.inside
+    far = cv2.distanceTransform(bg.astype(np.uint8), cv2.DIST_L2, 5)
+    y, x = np.unravel_index(np.argmax(far), far.shape)  # the background's most open place
+    r = int(min(far[y, x] - 2, u / 6))
+    yy, xx = np.mgrid[:s, :s]
+    d = np.hypot(yy - y, xx - x)
+    hole = d < r * 0.5
+    stroke = (d >= r * 0.5) & (d < r) & bg
+    image = tgt.crop.copy()
+    image[stroke] = (255, 0, 255)
+    magenta = lambda im: (im[..., 0] > 200) & (im[..., 1] < 80) & (im[..., 2] > 200)  # noqa: E731
+    avoided = tool._rebuild(tgt, image, hole, tgt.semantic.labels, shade_done=True, avoid=stroke)
+    control = tool._rebuild(tgt, image, hole, tgt.semantic.labels, shade_done=True)
+    print("magenta in the hole: avoided", int(magenta(avoided)[hole].sum()), "control",
+          int(magenta(control)[hole].sum()), "of", int(hole.sum()))
+    assert magenta(control)[hole].mean() > 0.05  # the stroke is a source unless avoided
+    assert not magenta(avoided)[hole].any()
+
+
 def test_no_piece_of_the_glasses_on_the_rebuilt_forehead(tool, portraits):
     """Christophe_Henner wears glasses; the forehead his curls uncover under the new afro is
     skin textured from his own plain skin, which leaves out the frame and its glint (their
@@ -247,6 +294,8 @@ DECLINES = [  # (target, source, concern code, words the message must have)
     ("ahn-github_surprised.jpeg", "thumbor_800px-Katherine_Maher.jpg", "headwear", "headwear"),
     ("thumbor_800px-Katherine_Maher.jpg", "lulumuts_wash-and-go.jpg", "yaw", "turned too far"),
     ("thumbor_800px-Katherine_Maher.jpg", "lulumuts_afro-twa.jpg", "hands", "hand"),
+    # a hand holding a phone to her ear, half turned away: the palm detector is unsure, Pose sure
+    ("Niremizov_image-2-women-on-phones.jpg", "ahn-github_neutral.jpeg", "hands", "hand"),
     ("thumbor_800px-Katherine_Maher.jpg", "Azure-Samples_detection6.jpg", "other_people", "another person"),
     ("thumbor_800px-Katherine_Maher.jpg", "thumbor_800px-Christophe_Henner_-_June_2016.jpg", "cut_off", "cut off"),
     ("williamyang1991_unsplash-rDEOVtE7vOs.jpg", "ahn-github_happy-baby.jpeg", "no_hair", "almost no hair"),
@@ -274,6 +323,14 @@ def test_bangs_onto_the_same_bangs_leave_no_eyebrow_to_draw(tool, loho_dir):
     assert "features" not in {c["code"] for c in r.meta["concerns"]}, r.meta["concerns"]
     bob = tool(photo, loho_dir / "images" / "08244.jpg", refine="classic", force=True)
     assert any(c["code"] == "features" and c["declined"] for c in bob.meta["concerns"])
+
+
+def test_a_wooden_railing_is_no_hand(tool, portraits):
+    """The palm detector, asked again at a lower confidence where the first look found no hand,
+    also sees a 'hand' on the sunlit railing beside this woman's hair; Pose is not sure of a hand
+    there (visibility about 0.6), so it is none (the hand at Niremizov's ear is taken: above)."""
+    a = tool.analyze(portraits / "williamyang1991_pexels-andrea-piacquadio-733872.jpg", role="target")
+    assert tool.body(a).hands == ()
 
 
 def test_force_gives_the_result_with_the_reason(tool, portraits):

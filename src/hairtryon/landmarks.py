@@ -513,7 +513,8 @@ class BodyLandmarker:
     processed at most ``max_side`` pixels wide. Thread-safe (calls are serialised)."""
 
     def __init__(self, max_side: int = 640, min_confidence: float = 0.5, min_hand_confidence: float = 0.7,
-                 min_hand_score: float = 0.9):
+                 min_hand_score: float = 0.9, confirmed_hand_confidence: float = 0.5,
+                 confirming_visibility: float = 0.8):
         os.environ.setdefault("GLOG_minloglevel", "2")
         import mediapipe as mp
 
@@ -524,8 +525,15 @@ class BodyLandmarker:
             # on hair over a wooden railing; at 0.7 only on real hands
             self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=4,
                                                    min_detection_confidence=min_hand_confidence)
+            # a hand half turned away (holding a phone to the ear) is found only at 0.5; there
+            # it is taken only where Pose is sure of a hand of the person too (measured on
+            # ../shared/portraits: Pose's visibility 0.85-0.89 for the hand at the ear; 0.55-0.63
+            # for a 'hand' on a wooden railing, which the palm detector also sees at 0.5)
+            self._confirm = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=4,
+                                                     min_detection_confidence=confirmed_hand_confidence)
         self.max_side = int(max_side)
         self.min_hand_score = float(min_hand_score)
+        self.confirming_visibility = float(confirming_visibility)
         self._lock = threading.Lock()
 
     def __call__(self, image: np.ndarray, box=None) -> Body:
@@ -554,14 +562,36 @@ class BodyLandmarker:
             if all(p.visibility > 0.3 for p in pair) or all(0 <= p.x <= 1 and 0 <= p.y <= 1.3 for p in pair):
                 pts = to_photo(pair)
                 shoulders = pts[np.argsort(pts[:, 0])]
-        found = tuple(to_photo(hand.landmark) for hand, side in
-                      zip(hands.multi_hand_landmarks or [], hands.multi_handedness or [])
-                      if side.classification[0].score >= self.min_hand_score)
+
+        def sure(result) -> tuple:
+            return tuple(to_photo(hand.landmark) for hand, side in
+                         zip(result.multi_hand_landmarks or [], result.multi_handedness or [])
+                         if side.classification[0].score >= self.min_hand_score)
+
+        found = sure(hands)
+        if not found and pose.pose_landmarks is not None:
+            # Pose's wrists, pinkies, index fingers and thumbs that it sees in the photo
+            lms = pose.pose_landmarks.landmark
+            posed = to_photo([lms[i] for i in range(15, 23) if lms[i].visibility > self.confirming_visibility
+                              and 0 <= lms[i].x <= 1 and 0 <= lms[i].y <= 1])
+            if len(posed):
+                with self._lock, _quiet_native_stderr():
+                    again = self._confirm.process(np.ascontiguousarray(crop))
+                found = tuple(h for h in sure(again) if _near_hand(posed, h))
         return Body(shoulders, found)
 
     def close(self) -> None:
         self._pose.close()
         self._hands.close()
+        self._confirm.close()
+
+
+def _near_hand(points: np.ndarray, hand: np.ndarray, reach: float = 0.5) -> bool:
+    """Whether any of ``points`` ((N, 2) photo pixels: Pose's hand landmarks) lies within
+    ``reach`` of the hand's size from the box of ``hand`` ((21, 2) photo pixels)."""
+    lo, hi = hand.min(0), hand.max(0)
+    margin = reach * float((hi - lo).max())
+    return bool(np.any(np.all((points >= lo - margin) & (points <= hi + margin), axis=1)))
 
 
 class PersonSegmenter:

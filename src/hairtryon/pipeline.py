@@ -701,16 +701,19 @@ class HairTryOn:
                        composite, hair_upscale=hair_upscale, colour=colour_ref, plain=plain, tinted=regions.tinted)
 
     def _rebuild(self, tgt: FaceAnalysis, image: np.ndarray, hole: np.ndarray, under: np.ndarray,
-                 shade_done: bool = False) -> np.ndarray:
+                 shade_done: bool = False, avoid: Optional[np.ndarray] = None) -> np.ndarray:
         """:func:`rebuild.rebuild` of ``hole`` in the target's frame, from its own pixels.
         ``shade_done``: ``image`` already has the old hair's shade and halo made good (the
-        mapping image): they are not made good again."""
+        mapping image): they are not made good again. ``avoid``: (S, S) bool pixels of ``image``
+        that are no source (the new hair over the target's pixels)."""
         s = tgt.frame.size
         regions = self.regions(tgt)
         features = mapping.features_mask(tgt.frame.to_frame_points(tgt.landmarks.mesh), s, grow=max(2, tgt.unit / 100))
         parts = tgt.semantic.parts
         cloth = (parts["cloth"] > parts["neck_skin"]) if "cloth" in parts else None
         known = ~regions.removed & tgt.inside
+        if avoid is not None:
+            known &= ~avoid
         return rebuild.rebuild(image, hole, under, known, features, regions.neck, cloth, regions.mirror,
                                unit=tgt.unit, mesh=tgt.frame.to_frame_points(tgt.landmarks.mesh),
                                body_mirror=regions.body_mirror, tinted=None if shade_done else regions.tinted).image
@@ -730,12 +733,20 @@ class HairTryOn:
             # the target's face stays its own; the new hair's fringe is no artifact (a fill there
             # would cut its soft edge off in a smear of hair and background), nor a fill's source
             fringe = mapping.layer.alpha > FRINGE_ALPHA
+            keep = ~tgt.inside | (tgt.semantic.labels == FACE) | fringe
+            # nor are the target's own pixels that the replacing left as they were and its own
+            # parse saw as no hair: a re-parse that calls them hair now sees the new hair beside
+            # them (dark background beside dark hair), and a fill could only make them worse
+            own = ~mapping.removed & (tgt.semantic.labels != HAIR)
+            if mapping.tinted is not None:
+                own &= ~mapping.tinted
+            keep |= own
             artifacts = inpainting.find_artifacts(parsed.labels, mapping.intended, min_width=max(3, int(u / 100)),
-                                                  keep=~tgt.inside | (tgt.semantic.labels == FACE) | fringe)
+                                                  keep=keep)
             known = ~artifacts & tgt.inside & ~fringe
 
             def rebuild_large(image, hole):
-                return self._rebuild(tgt, image, hole, mapping.under, shade_done=True)
+                return self._rebuild(tgt, image, hole, mapping.under, shade_done=True, avoid=fringe)
 
             final = inpainting.fast_marching(mapping.composite, artifacts, mapping.intended, known=known,
                                              large=(u / 25) ** 2, rebuild_large=rebuild_large)
