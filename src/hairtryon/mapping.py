@@ -449,13 +449,17 @@ def behind_body(hair: np.ndarray, source_labels: np.ndarray, target_body: np.nda
     zone = (np.arange(h)[:, None] <= rows[None, :] + 2 * reach + 2) & (rows[None, :] >= 0) & target_body
     # only whole locks: where hair beside the zone stays on the body (an afro resting on the
     # shoulders, wider than the ends), hiding the zone would cut it along straight lines
-    n, comp = cv2.connectedComponents((zone & hair).astype(np.uint8), connectivity=8)
+    n, comp, stats, _ = cv2.connectedComponentsWithStats((zone & hair).astype(np.uint8), connectivity=8)
     out = np.zeros_like(hair)
-    for i in range(1, n):
-        part = comp == i
-        near = cv2.dilate(part.astype(np.uint8), disk(max(2.0, 4 * width))).astype(bool)
-        if (near & hair & target_body & ~zone).sum() <= 0.25 * part.sum():
-            out |= near & zone
+    r = int(np.ceil(max(2.0, 4 * width)))
+    for i in range(1, n):  # each lock in its own box (a frame-wide pass per lock is slow)
+        x, y, bw, bh = stats[i, :4]
+        box = slice(max(0, y - r), min(h, y + bh + r)), slice(max(0, x - r), min(w, x + bw + r))
+        part = comp[box] == i
+        near = grow(part, r)
+        beside = near & hair[box] & target_body[box] & ~zone[box]
+        if beside.sum() <= 0.25 * part.sum():
+            out[box] |= near & zone[box]
     return out
 
 
