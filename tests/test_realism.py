@@ -234,49 +234,6 @@ def test_a_thin_strip_of_rebuilt_skin_has_the_skin_beside_it(tool, loho_dir):
     assert de < 6.0
 
 
-def test_hair_behind_the_sources_shoulder_goes_behind_the_targets(tool, portraits):
-    """i5R8hbZFDdc's long hair falls behind her shoulder on the photo's left and ends on its top
-    contour. On Azure-Samples_detection2, whose shoulders sit higher against his face, that end
-    lay in mid-shirt in a straight blunt line; it goes behind his shoulder now: of the new hair
-    left of his face, what lies on his own visible shirt is under 1% of the face's area
-    (measured 0%; 4.0% before), while the hair lying over his chest on the other side stays."""
-    r = tool(portraits / "Azure-Samples_detection2.jpg", portraits / "williamyang1991_i5R8hbZFDdc.jpg",
-             refine="classic")
-    tgt = r.target
-    m = r.masks
-    face = (tgt.semantic.labels == FACE) & tgt.inside
-    cols = np.arange(face.shape[1])[None, :]
-    left = cols < np.nonzero(face)[1].min()
-    right = cols > np.nonzero(face)[1].max()
-    shirt = (tgt.semantic.labels == NECK) & ~m["removed"] & tgt.inside
-    hair = m["hair_alpha"] > 0.5
-    on_left = float((hair & shirt & left).sum()) / face.sum()
-    on_right = float((hair & shirt & right).sum()) / face.sum()
-    print("new hair on his shirt, left / right of the face, over the face's area:", round(on_left, 4), round(on_right, 4))
-    assert on_left < 0.01
-    assert on_right > 0.2  # the hair in front of his chest is not taken behind it
-
-
-def test_only_hair_that_ends_on_a_shoulder_goes_behind_the_body():
-    """mapping.behind_body on a drawn source: a lock that ends on the body's top contour, with
-    background beside it there, goes behind a target body that begins higher; a lock lying over
-    the chest (clothes on both sides of its end) stays in front."""
-    from hairtryon.mapping import behind_body
-
-    labels = np.zeros((100, 100), np.uint8)  # background
-    labels[60:] = NECK  # the source's body below row 60
-    hair = np.zeros((100, 100), bool)
-    hair[10:60, 10:20] = True  # ends on the body's top contour, background on its left
-    hair[10:80, 40:50] = True  # lies over the chest down to row 80
-    labels[hair] = HAIR
-    target_body = np.zeros((100, 100), bool)
-    target_body[45:] = True  # the target's shoulders begin higher
-    behind = behind_body(hair, labels, target_body, width=2)
-    assert behind[45:60, 10:20].all()
-    assert not behind[:45].any()
-    assert not behind[:, 30:].any()
-
-
 def test_no_piece_of_the_glasses_on_the_rebuilt_forehead(tool, portraits):
     """Christophe_Henner wears glasses; the forehead his curls uncover under the new afro is
     skin textured from his own plain skin, which leaves out the frame and its glint (their

@@ -403,66 +403,6 @@ def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width
     return gaps
 
 
-def _run_ends(hair: np.ndarray, labels: np.ndarray):
-    """For every pixel, the label of the first non-``hair`` pixel to its left and to its right
-    in its row (255 past the frame's edge). ``hair`` (S, S) bool, ``labels`` (S, S) uint8."""
-    h, w = hair.shape
-    idx = np.arange(w)[None, :].repeat(h, 0)
-    left = np.where(~hair, idx, -1)
-    left = np.maximum.accumulate(left, axis=1)
-    right = np.where(~hair, idx, w)
-    right = np.minimum.accumulate(right[:, ::-1], axis=1)[:, ::-1]
-    rows = np.arange(h)[:, None].repeat(w, 1)
-    pad = np.concatenate([labels, np.full((h, 1), 255, np.uint8)], axis=1)
-    return pad[rows, np.where(left < 0, w, left)], pad[rows, right]
-
-
-def behind_body(hair: np.ndarray, source_labels: np.ndarray, target_body: np.ndarray, width: float,
-                reach: int = 3) -> np.ndarray:
-    """Where the new hair goes behind the target's body, (S, S) bool: long hair that falls
-    behind the source's shoulders ends where they begin, on the source's body's top contour,
-    and it would end there in mid-shirt on a target whose shoulders sit higher, in a straight
-    blunt line. Such an end is where the source's body (``source_labels`` == NECK, warped onto
-    the target) lies up to ``reach`` pixels below the hair (``hair`` (S, S) bool, the warped
-    source hair) and the row, beside the hair, reaches the source's background on at least one
-    side (hair above a shoulder, not hair lying over the chest, which has clothes on both sides).
-    Within ``width`` pixels of such ends' columns, the hair at or above them that lies on the
-    target's body (``target_body`` (S, S) bool) is behind it, lock by lock: not where hair
-    beside it stays on the body (that would be cut along straight lines). (S, S) bool."""
-    body = source_labels == NECK
-    h, w = hair.shape
-    below = np.zeros_like(hair)
-    for k in range(1, reach + 1):
-        below[:-k] |= body[k:]
-    ends = hair & below
-    if not ends.any():
-        return np.zeros_like(hair)
-    left, right = _run_ends(hair, source_labels)
-    ends &= (left == BACKGROUND) | (right == BACKGROUND)
-    if not ends.any():
-        return np.zeros_like(hair)
-    # the lowest such end in each column, spread over ``width`` columns either side
-    rows = np.where(ends, np.arange(h)[:, None], -1).max(axis=0).astype(np.float32)
-    k = 2 * max(1, int(width)) + 1
-    rows = cv2.dilate(rows[None, :], np.ones((1, k), np.uint8))[0]
-    # a little past the ends too: a soft edge there would leave a faint line of hair
-    zone = (np.arange(h)[:, None] <= rows[None, :] + 2 * reach + 2) & (rows[None, :] >= 0) & target_body
-    # only whole locks: where hair beside the zone stays on the body (an afro resting on the
-    # shoulders, wider than the ends), hiding the zone would cut it along straight lines
-    n, comp, stats, _ = cv2.connectedComponentsWithStats((zone & hair).astype(np.uint8), connectivity=8)
-    out = np.zeros_like(hair)
-    r = int(np.ceil(max(2.0, 4 * width)))
-    for i in range(1, n):  # each lock in its own box (a frame-wide pass per lock is slow)
-        x, y, bw, bh = stats[i, :4]
-        box = slice(max(0, y - r), min(h, y + bh + r)), slice(max(0, x - r), min(w, x + bw + r))
-        part = comp[box] == i
-        near = grow(part, r)
-        beside = near & hair[box] & target_body[box] & ~zone[box]
-        if beside.sum() <= 0.25 * part.sum():
-            out[box] |= near & zone[box]
-    return out
-
-
 def skin_under_hairline(face: np.ndarray, new_alpha: np.ndarray, removed: np.ndarray, band_px: float,
                         above: float) -> np.ndarray:
     """``face`` ((S, S) bool, the skin under the new hairstyle) with the band of ``band_px``
@@ -571,4 +511,4 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
 
 
 __all__ = ["feature_hulls", "features_mask", "target_regions", "joined", "remove_hair", "stray_strands", "flyaways", "hair_shade", "hair_halo", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
-           "side_gaps", "behind_body", "skin_under_hairline", "under_hair", "mapping_mask", "reflection", "TargetRegions"]
+           "side_gaps", "skin_under_hairline", "under_hair", "mapping_mask", "reflection", "TargetRegions"]

@@ -673,17 +673,12 @@ class HairTryOn:
             hair_upscale = upscale * f.side / f.size  # source frame px -> target photo px
 
         with clock("cropping"):  # 3.2.3
-            u = tgt.unit
-            # hair that went behind the source's shoulders goes behind the target's
-            body = ((tgt.semantic.labels == NECK) | regions.body) & ~regions.face & inside
-            behind = mapping.behind_body(layer.alpha > 0.5, warped_labels, body, width=u / 40)
-            if behind.any():
-                layer.alpha *= 1.0 - cv2.GaussianBlur(behind.astype(np.float32), (0, 0), max(0.7, u / 500)) * body
             source_hair = layer.alpha.copy()
             removed = regions.removed
             # skin under the new hairstyle: the target's face, and the source's forehead up to its
             # hairline where the old hair covered it
             face = regions.face | ((warped_labels == FACE) & tgt.forehead_column() & removed)
+            u = tgt.unit
             chin_y = tgt.points[3, 1]
             gaps = mapping.side_gaps(layer.mask, face, removed, width=int(u / 10), below=chin_y,
                                      mass=u / 40, min_area=(u / 40) ** 2) & inside
