@@ -529,8 +529,8 @@ class BodyLandmarker:
             # it is taken only where Pose is sure of a hand of the person too (measured on
             # ../shared/portraits: Pose's visibility 0.85-0.89 for the hand at the ear; 0.55-0.63
             # for a 'hand' on a wooden railing, which the palm detector also sees at 0.5)
-            self._confirm = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=4,
-                                                     min_detection_confidence=confirmed_hand_confidence)
+            self._confirm = None  # made on first use: most photos never need the second look
+        self._confirm_confidence = float(confirmed_hand_confidence)
         self.max_side = int(max_side)
         self.min_hand_score = float(min_hand_score)
         self.confirming_visibility = float(confirming_visibility)
@@ -576,6 +576,11 @@ class BodyLandmarker:
                               and 0 <= lms[i].x <= 1 and 0 <= lms[i].y <= 1])
             if len(posed):
                 with self._lock, _quiet_native_stderr():
+                    if self._confirm is None:
+                        import mediapipe as mp
+
+                        self._confirm = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=4,
+                                                                 min_detection_confidence=self._confirm_confidence)
                     again = self._confirm.process(np.ascontiguousarray(crop))
                 found = tuple(h for h in sure(again) if _near_hand(posed, h))
         return Body(shoulders, found)
@@ -583,7 +588,8 @@ class BodyLandmarker:
     def close(self) -> None:
         self._pose.close()
         self._hands.close()
-        self._confirm.close()
+        if self._confirm is not None:
+            self._confirm.close()
 
 
 def _near_hand(points: np.ndarray, hand: np.ndarray, reach: float = 0.5) -> bool:
