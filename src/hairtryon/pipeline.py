@@ -535,7 +535,7 @@ class HairTryOn:
 
     def check_pair(self, tgt: FaceAnalysis, src: FaceAnalysis, mapping: "Mapping") -> list:
         """What the mapping says: heads turned apart, the target's hands or other people where the
-        try-on changes pixels, and a neck and shoulders to invent."""
+        try-on changes pixels, a neck and shoulders to invent, and too much of the scene to invent."""
         f = tgt.frame
         mesh = f.to_frame_points(tgt.landmarks.mesh)
         face_width = float(np.ptp(mesh[:, 0]))
@@ -559,6 +559,7 @@ class HairTryOn:
         visible = cloth & (tgt.semantic.labels == NECK) & ~mapping.removed & tgt.inside
         face_area = float(((tgt.semantic.labels == FACE) | regions.face).sum())
         found += checks.body_check(invented, visible, face_area)
+        found += checks.invent_check(mapping.removed & (mapping.layer.alpha < 0.5) & tgt.inside, face_area)
         # eyes and brows the old hair hid and the new hair would show
         hulls = feature_hulls(mesh, f.size)
         shares = checks.hidden_features(hulls, tgt.semantic.labels == HAIR, mapping.layer.alpha > 0.5)
