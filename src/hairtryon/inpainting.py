@@ -43,6 +43,47 @@ def find_artifacts(parsed: np.ndarray, intended: np.ndarray, min_width: int,
     return diff if keep is None else diff & ~keep
 
 
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb.reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+
+
+def hairless_artifacts(image: np.ndarray, artifacts: np.ndarray, intended: np.ndarray, known: np.ndarray,
+                       hair_colours: np.ndarray, reach: float) -> np.ndarray:
+    """The artifacts that show no hair: parts (8-connected) of ``artifacts`` ((S, S) bool) where
+    the mapping mask ``intended`` ((S, S) uint8 labels) says not hair and whose median colour
+    in ``image`` ((S, S, 3) uint8, the composite) lies nearer the visible pixels of the same
+    class around them (``known`` (S, S) bool, within ``reach`` pixels) than half its distance
+    to every colour in ``hair_colours`` ((K, 3) uint8 RGB: the new hair's and the old hair's).
+    There the re-parse called a clean wall beside the new hair hair, and a fill could only mix
+    the hair's colour into it (a grey blob above a head). (S, S) bool, a subset of ``artifacts``."""
+    out = np.zeros_like(artifacts)
+    todo = artifacts & (intended != HAIR)
+    if not todo.any() or len(hair_colours) == 0:
+        return out
+    hair_lab = _lab(np.asarray(hair_colours, np.uint8))
+    n, parts = cv2.connectedComponents(todo.astype(np.uint8), connectivity=8)
+    r = max(2, int(round(reach)))
+    for i in range(1, n):
+        part = parts == i
+        ys, xs = np.nonzero(part)
+        y0, y1 = max(0, ys.min() - r), min(part.shape[0], ys.max() + r + 1)
+        x0, x1 = max(0, xs.min() - r), min(part.shape[1], xs.max() + r + 1)
+        sub = part[y0:y1, x0:x1]
+        cls = np.bincount(intended[y0:y1, x0:x1][sub]).argmax()
+        ring = cv2.dilate(sub.astype(np.uint8), disk(r)).astype(bool) & ~sub & known[y0:y1, x0:x1] & \
+            (intended[y0:y1, x0:x1] == cls) & ~artifacts[y0:y1, x0:x1]
+        if ring.sum() < 20:
+            continue
+        box = image[y0:y1, x0:x1]
+        here = np.median(_lab(box[sub]), axis=0)
+        around = np.median(_lab(box[ring]), axis=0)
+        to_scene = float(np.linalg.norm(here - around))
+        to_hair = float(np.linalg.norm(hair_lab - here, axis=1).min())
+        if to_scene < 0.5 * to_hair:
+            out |= part
+    return out
+
+
 def telea(image: np.ndarray, part: np.ndarray, sources: np.ndarray, max_side: int = 320,
           radius: int = 4) -> np.ndarray:
     """Telea's fast marching fill of ``part`` ((S, S) bool) from ``sources`` ((S, S) bool) only,

@@ -415,6 +415,31 @@ def skin_under_hairline(face: np.ndarray, new_alpha: np.ndarray, removed: np.nda
     return face | band
 
 
+def enclosed_by_hair(face: np.ndarray, new_alpha: np.ndarray, above: float, rim_px: float = 2.0) -> np.ndarray:
+    """The holes that the new hair (``new_alpha`` (S, S) float32 > 0.5) and the face (``face``
+    (S, S) bool) close all round and that touch the face, above row ``above`` (the eyes): a
+    notch between a fringe that lifts off the source's temple and this head's narrower one,
+    where the wall behind would show inside the hairline as a pale or dark patch. The gaps
+    between strands out in the hair do not touch the face and are kept. With the hair's own
+    soft edge round each hole (``rim_px`` wide, off the face): once the hole is hair, that edge
+    is no edge, and the wall would show through it as a pale rim. (S, S) bool."""
+    new_hair = new_alpha > 0.5
+    # everything not walled in that the frame's border reaches is outside: flood from a ring
+    # of open pixels round the frame
+    flood = np.pad((face | new_hair).astype(np.uint8), 1)
+    cv2.floodFill(flood, None, (0, 0), 2)
+    holes = flood[1:-1, 1:-1] == 0
+    holes[int(max(0, above)):] = False
+    if not holes.any():
+        return holes
+    n, parts = cv2.connectedComponents(holes.astype(np.uint8), connectivity=4)
+    touching = np.zeros(n, bool)
+    touching[np.unique(parts[holes & grow(face, 1.5)])] = True
+    touching[0] = False
+    holes &= touching[parts]
+    return holes | (grow(holes, rim_px) & (new_alpha > 0.02) & (new_alpha < 0.99) & ~face)
+
+
 def under_hair(labels: np.ndarray, removed: np.ndarray, face: np.ndarray, body: np.ndarray) -> np.ndarray:
     """What lies under the target's old hair, (S, S) uint8 labels: the target's own labels, and
     in ``removed`` face inside ``face`` (its outline), neck+clothes inside ``body``, background
@@ -511,4 +536,4 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
 
 
 __all__ = ["feature_hulls", "features_mask", "target_regions", "joined", "remove_hair", "stray_strands", "flyaways", "hair_shade", "hair_halo", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
-           "side_gaps", "skin_under_hairline", "under_hair", "mapping_mask", "reflection", "TargetRegions"]
+           "side_gaps", "skin_under_hairline", "enclosed_by_hair", "under_hair", "mapping_mask", "reflection", "TargetRegions"]

@@ -629,7 +629,30 @@ def pull_hair(image: np.ndarray, hair_prob: np.ndarray, scale_px: float, backgro
     bgm = None if background is None else _replicate_outside(background & (inside if inside is not None else True), inside)
     trimap = make_trimap(img, prob, scale_px, bgm, band)
     layer = solve_matte(img, trimap, solve_px)
-    return layer if bgm is None else despill(layer, img, bgm, scale_px)
+    layer = layer if bgm is None else despill(layer, img, bgm, scale_px)
+    return only_continued(layer, inside)
+
+
+def only_continued(layer: HairLayer, inside: Optional[np.ndarray], floor: float = 0.05) -> HairLayer:
+    """``layer`` without the mirror images of hair that does not reach the photo's border.
+
+    Beyond the border (``inside`` (S, S) bool False) the photo is mirrored (:func:`_replicate_outside`):
+    hair that the border cuts goes on there, joined to itself, but a lock that ends short of
+    the border, or the dark background beside it, comes back as a detached copy out in the
+    scene (a grey stroke beside the head, a second tuft above it). A part of the matte
+    (``alpha`` > ``floor``, 8-connected) beyond the border is kept only where it joins the matte
+    inside the photo."""
+    if inside is None or inside.all():
+        return layer
+    some = (layer.alpha > floor).astype(np.uint8)
+    n, parts = cv2.connectedComponents(some, connectivity=8)
+    joined = np.zeros(n, bool)
+    joined[np.unique(parts[inside & (some > 0)])] = True
+    joined[0] = False
+    keep = inside | joined[parts]
+    if keep.all():
+        return layer
+    return HairLayer(np.where(keep, layer.alpha, 0.0).astype(np.float32), layer.foreground)
 
 
 # ------------------------------------------------------------------------------------ warping

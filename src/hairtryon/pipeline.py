@@ -683,6 +683,11 @@ class HairTryOn:
             chin_y = tgt.points[3, 1]
             gaps = mapping.side_gaps(layer.mask, face, removed, width=int(u / 10), below=chin_y,
                                      mass=u / 40, min_area=(u / 40) ** 2) & inside
+            # (the face's outline, wider than the parsed face at a temple, is no skin where the
+            # target shows its own background there)
+            shown = face & ~((tgt.semantic.labels == BACKGROUND) & ~removed)
+            gaps |= mapping.enclosed_by_hair(shown, layer.alpha, above=tgt.points[1:3, 1].mean(),
+                                             rim_px=max(2.0, u / 100)) & inside
             fg, alpha = rebuild.grow_hair(layer.foreground, layer.alpha, gaps, unit=u)
             layer = compositing.HairLayer(alpha, fg)
             skin = mapping.skin_under_hairline(face, layer.alpha, removed, band_px=u / 40,
@@ -744,6 +749,17 @@ class HairTryOn:
             keep |= own
             artifacts = inpainting.find_artifacts(parsed.labels, mapping.intended, min_width=max(3, int(u / 100)),
                                                   keep=keep)
+            known = ~artifacts & tgt.inside & ~fringe
+            # an artifact that looks like the scene around it, not like either hair, is the
+            # re-parse's mistake: left as the rebuild made it
+            opaque = mapping.layer.alpha > 0.95
+            colours = [np.median(np.clip(mapping.layer.foreground[opaque], 0, 255), axis=0)] if opaque.sum() > 50 else []
+            old_hair = (tgt.semantic.labels == HAIR) & tgt.inside
+            if old_hair.sum() > 50:
+                colours.append(np.median(tgt.crop[old_hair], axis=0))
+            artifacts &= ~inpainting.hairless_artifacts(mapping.composite, artifacts, mapping.intended, known,
+                                                        np.round(np.array(colours)).astype(np.uint8).reshape(-1, 3),
+                                                        reach=u / 30)
             known = ~artifacts & tgt.inside & ~fringe
 
             def rebuild_large(image, hole):
