@@ -751,13 +751,16 @@ class HairTryOn:
                                                   keep=keep)
             known = ~artifacts & tgt.inside & ~fringe
             # an artifact that looks like the scene around it, not like either hair, is the
-            # re-parse's mistake: left as the rebuild made it
+            # re-parse's mistake: left as the rebuild made it (judged on the image the re-parse
+            # saw: with --color, the hair in the source's own colour, so that the artifacts do
+            # not depend on the colour asked for)
+            seen = mapping.composite if mapping.plain is None else mapping.plain
             opaque = mapping.layer.alpha > 0.95
-            colours = [np.median(np.clip(mapping.layer.foreground[opaque], 0, 255), axis=0)] if opaque.sum() > 50 else []
+            colours = [np.median(seen[opaque], axis=0)] if opaque.sum() > 50 else []
             old_hair = (tgt.semantic.labels == HAIR) & tgt.inside
             if old_hair.sum() > 50:
                 colours.append(np.median(tgt.crop[old_hair], axis=0))
-            artifacts &= ~inpainting.hairless_artifacts(mapping.composite, artifacts, mapping.intended, known,
+            artifacts &= ~inpainting.hairless_artifacts(seen, artifacts, mapping.intended, known,
                                                         np.round(np.array(colours)).astype(np.uint8).reshape(-1, 3),
                                                         reach=u / 30)
             known = ~artifacts & tgt.inside & ~fringe
