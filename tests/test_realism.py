@@ -161,7 +161,9 @@ def test_fast_marching_leaves_the_new_hairs_fringe_alone(tool, portraits):
              portraits / "williamyang1991_yRpe13BHdKw.jpg", refine="classic")
     m = r.masks
     fringe = m["hair_alpha"] > 0.05
-    assert m["artifacts"].any()  # the re-parse disagrees somewhere, as it does on every pair
+    # the case is real: the re-parse sees hair on the fringe where the mapping mask does not
+    reparsed = tool.parse_crop(r.stages["mapping image"]).labels
+    assert ((reparsed == HAIR) & (m["mapping_mask"] != HAIR) & fringe).sum() > 100
     assert not (m["artifacts"] & fringe).any()
     assert (r.stages["fast marching"][fringe] == r.stages["mapping image"][fringe]).all()
 
