@@ -54,7 +54,7 @@ def hairless_artifacts(image: np.ndarray, artifacts: np.ndarray, intended: np.nd
     in ``image`` ((S, S, 3) uint8, the composite) lies nearer the visible pixels of the same
     class around them (``known`` (S, S) bool, within ``reach`` pixels) than half its distance
     to every colour in ``hair_colours`` ((K, 3) uint8 RGB: the new hair's and the old hair's).
-    There the re-parse called a clean wall beside the new hair hair, and a fill could only mix
+    There the re-parse took a clean wall beside the new hair for hair, and a fill could only mix
     the hair's colour into it (a grey blob above a head). (S, S) bool, a subset of ``artifacts``."""
     out = np.zeros_like(artifacts)
     todo = artifacts & (intended != HAIR)
