@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from .framing import disk, smoothstep
+from .mapping import joined
 
 # ----------------------------------------------------------------------------------- the layer
 @dataclass
@@ -644,12 +645,8 @@ def only_continued(layer: HairLayer, inside: Optional[np.ndarray], floor: float 
     inside the photo."""
     if inside is None or inside.all():
         return layer
-    some = (layer.alpha > floor).astype(np.uint8)
-    n, parts = cv2.connectedComponents(some, connectivity=8)
-    joined = np.zeros(n, bool)
-    joined[np.unique(parts[inside & (some > 0)])] = True
-    joined[0] = False
-    keep = inside | joined[parts]
+    some = layer.alpha > floor
+    keep = inside | joined(some, some & inside)
     if keep.all():
         return layer
     return HairLayer(np.where(keep, layer.alpha, 0.0).astype(np.float32), layer.foreground)
