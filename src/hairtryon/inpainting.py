@@ -47,6 +47,20 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb.reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
 
 
+def hair_colours(image: np.ndarray, new_alpha: np.ndarray, old_image: np.ndarray,
+                 old_hair: np.ndarray, min_px: int = 50) -> np.ndarray:
+    """The two hair colours an artifact is compared with (:func:`hairless_artifacts`): the median
+    RGB of the new hair where it is opaque (``new_alpha`` (S, S) float32 > 0.95) in ``image``
+    ((S, S, 3) uint8, the image the re-parse saw), and of the old hair (``old_hair`` (S, S) bool)
+    in ``old_image`` ((S, S, 3) uint8, the target). Either is left out when it has fewer than
+    ``min_px`` pixels. (K, 3) uint8, K <= 2."""
+    colours = []
+    for img, where in ((image, new_alpha > 0.95), (old_image, old_hair)):
+        if where.sum() > min_px:
+            colours.append(np.median(img[where], axis=0))
+    return np.round(np.array(colours, np.float64)).astype(np.uint8).reshape(-1, 3)
+
+
 def hairless_artifacts(image: np.ndarray, artifacts: np.ndarray, intended: np.ndarray, known: np.ndarray,
                        hair_colours: np.ndarray, reach: float) -> np.ndarray:
     """The artifacts that show no hair: parts (8-connected) of ``artifacts`` ((S, S) bool) where

@@ -755,13 +755,9 @@ class HairTryOn:
             # saw: with --color, the hair in the source's own colour, so that the artifacts do
             # not depend on the colour asked for)
             seen = mapping.composite if mapping.plain is None else mapping.plain
-            opaque = mapping.layer.alpha > 0.95
-            colours = [np.median(seen[opaque], axis=0)] if opaque.sum() > 50 else []
-            old_hair = (tgt.semantic.labels == HAIR) & tgt.inside
-            if old_hair.sum() > 50:
-                colours.append(np.median(tgt.crop[old_hair], axis=0))
-            artifacts &= ~inpainting.hairless_artifacts(seen, artifacts, mapping.intended, known,
-                                                        np.round(np.array(colours)).astype(np.uint8).reshape(-1, 3),
+            colours = inpainting.hair_colours(seen, mapping.layer.alpha, tgt.crop,
+                                              (tgt.semantic.labels == HAIR) & tgt.inside)
+            artifacts &= ~inpainting.hairless_artifacts(seen, artifacts, mapping.intended, known, colours,
                                                         reach=u / 30)
             known = ~artifacts & tgt.inside & ~fringe
 
