@@ -11,7 +11,8 @@ skin plates in the old hair's shape):
   image across the face's axis, a neck column under the jaw, and the shoulders MediaPipe Pose
   placed (also under hair);
 - **hair**: the gaps between the face and a new hairstyle made for another head, above the
-  mouth (the new hair is grown there: no skin plates beside the face);
+  mouth (the new hair is grown there: no skin plates beside the face), and the target's own
+  background between its cheek and new hair that lay against the source's cheek;
 - **background**: everything else.
 
 Arrays live in the target's work frame: images (S, S, 3) uint8 RGB, masks (S, S) bool, labels
@@ -403,6 +404,30 @@ def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width
     return gaps
 
 
+def hair_against_face(new_alpha: np.ndarray, face: np.ndarray, background: np.ndarray,
+                      source_face: np.ndarray, width: int, above: float, below: float, mass: float = 0.0,
+                      min_area: float = 0.0, rim_px: float = 2.0) -> np.ndarray:
+    """The target's own background (``background`` (S, S) bool: background it shows, not the
+    old hair's place) in the gaps between its face (``face`` (S, S) bool) and the new hair
+    (``new_alpha`` (S, S) float32, the matte; hair where > 0.5), where the source's face lay
+    (``source_face`` (S, S) bool, warped onto this head) or the hair's own soft edge: there the
+    source's hair fell against its cheek, and on this narrower or turned face it would hang off
+    it with a sliver of the wall between, a cut-out look. Gaps as :func:`side_gaps` finds
+    them (``width``, ``below``, ``mass``, ``min_area``), from row ``above`` (the eyes: higher
+    up, gaps inside the hairline are :func:`enclosed_by_hair`'s, and a gap open to the scene
+    above the head is no cheek's), only the parts that touch the face, with the pixels within
+    ``rim_px`` of them on the face's edge and in the hair's soft edge: the face's outermost
+    pixels carry the old background's colour, and the wall would show through the soft edge,
+    a pale or green line between cheek and hair once the hair lies there. (S, S) bool."""
+    gaps = side_gaps(new_alpha > 0.5, face, background & (source_face | (new_alpha > 0.02)), width, below,
+                     mass=mass, min_area=min_area)
+    gaps[:int(max(0, above))] = False
+    if not gaps.any():
+        return gaps
+    gaps = joined(gaps, grow(face, 1.5) & ~face) & ~face
+    return gaps | (grow(gaps, rim_px) & (face | (new_alpha < 0.99)))
+
+
 def skin_under_hairline(face: np.ndarray, new_alpha: np.ndarray, removed: np.ndarray, band_px: float,
                         above: float) -> np.ndarray:
     """``face`` ((S, S) bool, the skin under the new hairstyle) with the band of ``band_px``
@@ -536,4 +561,4 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
 
 
 __all__ = ["feature_hulls", "features_mask", "target_regions", "joined", "remove_hair", "stray_strands", "flyaways", "hair_shade", "hair_halo", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
-           "side_gaps", "skin_under_hairline", "enclosed_by_hair", "under_hair", "mapping_mask", "reflection", "TargetRegions"]
+           "side_gaps", "hair_against_face", "skin_under_hairline", "enclosed_by_hair", "under_hair", "mapping_mask", "reflection", "TargetRegions"]

@@ -683,6 +683,12 @@ class HairTryOn:
             chin_y = tgt.points[3, 1]
             gaps = mapping.side_gaps(layer.mask, face, removed, width=int(u / 10), below=chin_y,
                                      mass=u / 40, min_area=(u / 40) ** 2) & inside
+            # hair that lay against the source's cheek lies against this one (no sliver of wall)
+            gaps |= mapping.hair_against_face(layer.alpha, face, (tgt.semantic.labels == BACKGROUND) & ~removed,
+                                              warped_labels == FACE, width=int(u / 20),
+                                              above=tgt.points[1:3, 1].mean(), below=chin_y,
+                                              mass=u / 40, min_area=(u / 40) ** 2,
+                                              rim_px=max(1.5, u / 300)) & inside
             # (the face's outline, wider than the parsed face at a temple, is no skin where the
             # target shows its own background there)
             shown = face & ~((tgt.semantic.labels == BACKGROUND) & ~removed)
