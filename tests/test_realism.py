@@ -330,6 +330,8 @@ DECLINES = [  # (target, source, concern code, words the message must have)
     ("williamyang1991_i5R8hbZFDdc.jpg", "thumbor_800px-Katherine_Maher.jpg", "features", "eyebrow"),
     # loose long hair to an updo: the wall and the patterned shirt under it, 1.9x the face's area
     ("IBM_face.png", "ahn-github_neutral.jpeg", "invent", "invented"),
+    # braids swept to one side, onto a short-haired head: the wall would come up to his temple
+    ("ahn-github_angry.jpg", "lulumuts_knotless-braids.jpg", "head", "side of the head"),
 ]
 
 
@@ -361,6 +363,24 @@ def test_a_short_cut_that_uncovers_less_than_the_face_is_not_declined(tool, port
     r = tool(portraits / "ahn-github_neutral.jpeg", portraits / "ageitgey_obama.jpg", refine="classic")
     assert "invent" not in {c["code"] for c in r.meta["concerns"]}, r.meta["concerns"]
     assert (r.masks["hair_alpha"] > 0.5).sum() > 0
+
+
+def test_the_skull_is_the_top_of_the_head():
+    """``mapping.skull``: above the eyes only, about as wide as the face and reaching about as
+    far above the eyes as the chin lies below them, tilted with the face."""
+    from hairtryon.mapping import skull
+
+    s = 400
+    t = np.linspace(0, 2 * np.pi, 72, endpoint=False)
+    oval = np.stack([200 + 60 * np.cos(t), 200 + 90 * np.sin(t)], axis=1)  # a face 120 wide
+    eyes, chin = np.array([200.0, 180.0]), np.array([200.0, 290.0])
+    head = skull(oval, eyes, chin, s)
+    assert not head[181:].any()  # nothing below the eyes
+    assert head[100, 200] and head[180 - 95, 200] and not head[180 - 115, 200]  # up to ~0.95 of 110
+    assert head[170, 200 + 62] and not head[170, 200 + 75]  # ~1.1 of the half-width 60
+    tilted = skull(oval, eyes, np.array([240.0, 283.0]), s)  # chin off to the right: the head leans left
+    top = lambda m: np.nonzero(m[np.nonzero(m.any(axis=1))[0][0]])[0].mean()  # middle of its top row
+    assert abs(top(head) - 200) < 3 and top(tilted) < 200 - 20
 
 
 def test_a_wooden_railing_is_no_hand(tool, portraits):

@@ -516,6 +516,34 @@ def feature_hulls(mesh: np.ndarray, size: int) -> dict:
     return out
 
 
+def skull(oval: np.ndarray, eyes: np.ndarray, chin: np.ndarray, size: int, wide: float = 1.1,
+          tall: float = 0.95) -> np.ndarray:
+    """The top of the head above the eyes ((S, S) bool): half an ellipse on the face's axis
+    (from the chin to the eyes' midpoint), as wide as the face's outline above the cheekbones
+    (``oval`` (K, 2) frame points, Face Mesh's silhouette) times ``wide``, and reaching ``tall``
+    times the eyes-to-chin distance above the eyes (a head's eyes sit about halfway up it).
+    ``eyes``, ``chin``: (2,) frame points. Under old hair that lies on the head, what is inside
+    it is the head itself, never the scene."""
+    eyes = np.asarray(eyes, np.float64)
+    axis = eyes - np.asarray(chin, np.float64)
+    d = float(np.linalg.norm(axis))
+    if d < 1:
+        return np.zeros((size, size), bool)
+    axis /= d
+    side = np.array([-axis[1], axis[0]])
+    rel = np.asarray(oval, np.float64) - eyes
+    across = (rel @ side)[rel @ axis > -0.1 * d]
+    if not len(across):
+        return np.zeros((size, size), bool)
+    centre = eyes + side * 0.5 * (across.max() + across.min())
+    half = 0.5 * (across.max() - across.min()) * wide
+    mask = np.zeros((size, size), np.uint8)
+    cv2.ellipse(mask, (int(round(centre[0])), int(round(centre[1]))), (int(round(half)), int(round(tall * d))),
+                float(np.degrees(np.arctan2(side[1], side[0]))), 0, 360, 1, -1)
+    yy, xx = np.mgrid[:size, :size]
+    return mask.astype(bool) & (((xx - eyes[0]) * axis[0] + (yy - eyes[1]) * axis[1]) > 0)
+
+
 def features_mask(mesh: np.ndarray, size: int, grow: float) -> np.ndarray:
     """The face's eyes, brows and lips ((S, S) bool): the union of :func:`feature_hulls`, grown by
     ``grow`` pixels."""
@@ -561,4 +589,4 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
 
 
 __all__ = ["feature_hulls", "features_mask", "target_regions", "joined", "remove_hair", "stray_strands", "flyaways", "hair_shade", "hair_halo", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
-           "side_gaps", "hair_against_face", "skin_under_hairline", "enclosed_by_hair", "under_hair", "mapping_mask", "reflection", "TargetRegions"]
+           "side_gaps", "hair_against_face", "skull", "skin_under_hairline", "enclosed_by_hair", "under_hair", "mapping_mask", "reflection", "TargetRegions"]

@@ -33,7 +33,7 @@ from .errors import HairTryOnError, describe
 from .framing import Frame, disk, grow, smoothstep
 from .images import ImageLike, Photo, grey_rgb, load_photo
 from .landmarks import Landmarker, Landmarks, default_landmarker, default_person_segmenter
-from .mapping import feature_hulls
+from .mapping import feature_hulls, skull
 from .segmentation import BACKGROUND, FACE, HAIR, NECK, PALETTE, SemanticMap, Segmenter, get_segmenter, hair_runs_off, labels_from_probs, segment_frame, segment_wide
 
 FRINGE_ALPHA = 0.05  # the new hair's layer above this is its own (its soft edge included), never an artifact
@@ -560,6 +560,12 @@ class HairTryOn:
         face_area = float(((tgt.semantic.labels == FACE) | regions.face).sum())
         found += checks.body_check(invented, visible, face_area)
         found += checks.invent_check(mapping.removed & (mapping.layer.alpha < 0.5) & tgt.inside, face_area)
+        # the head itself, under old hair beside the face, left bare and rebuilt as scene
+        head = skull(f.to_frame_points(tgt.landmarks.face_oval()), tgt.points[1:3].mean(axis=0),
+                    tgt.points[3], f.size)
+        bare = head & mapping.removed & (mapping.layer.alpha < 0.5) & tgt.inside & ~regions.face & \
+            (mapping.intended == BACKGROUND)
+        found += checks.head_check(bare, face_area, float(tgt.points[0, 0]))
         # eyes and brows the old hair hid and the new hair would show
         hulls = feature_hulls(mesh, f.size)
         shares = checks.hidden_features(hulls, tgt.semantic.labels == HAIR, mapping.layer.alpha > 0.5)
