@@ -233,7 +233,9 @@ def test_new_hair_has_the_target_photos_grain_and_sharpness(tool, target, source
     ratio goes above 1.4 and stays there (hair is not denoised: that would erase strands); see
     benchmarks/bench_hair_layer.py for all 12 pairs."""
     photos = portraits_dir()
-    r = tool(photos / target, photos / source, refine="classic")
+    # (forced: Christophe <- pexels-andrea is declined for the side of the head it leaves bare;
+    # the layer's grain and sharpness are what is measured here)
+    r = tool(photos / target, photos / source, refine="classic", force=True)
     m = hair_layer_measures(r)
     assert 0.7 <= m["noise"] <= 1.5, m  # the issue's band is 0.7-1.4; neutral <- yRpe13BHdKw measures 1.44
     assert 0.7 <= m["sharpness_own"] <= 1.4, m

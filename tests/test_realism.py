@@ -177,7 +177,8 @@ def test_fast_marching_leaves_the_targets_own_pixels_alone(tool, loho_dir):
     artifacts: the result equals the target photo on every pixel the try-on neither rebuilt,
     nor tinted, nor covered with new hair, and that the target's parse called no hair (measured
     0 changed; about 8,000 were filled, with a lump of hair texture, before)."""
-    r = tool(loho_dir / "images" / "00018.jpg", loho_dir / "images" / "19501.jpg", refine="classic")
+    # (forced: the short cut leaves the side of her head bare, which the checks decline)
+    r = tool(loho_dir / "images" / "00018.jpg", loho_dir / "images" / "19501.jpg", refine="classic", force=True)
     tgt, out = _frame(r)
     m = r.masks
     own = ~m["removed"] & (tgt.semantic.labels != HAIR) & (m["hair_alpha"] == 0) & tgt.inside

@@ -406,7 +406,8 @@ def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width
 
 def hair_against_face(new_alpha: np.ndarray, face: np.ndarray, background: np.ndarray,
                       source_face: np.ndarray, width: int, above: float, below: float, mass: float = 0.0,
-                      min_area: float = 0.0, rim_px: float = 2.0) -> np.ndarray:
+                      min_area: float = 0.0, rim_px: float = 2.0, image: Optional[np.ndarray] = None,
+                      foreground: Optional[np.ndarray] = None, lighter: float = 10.0) -> np.ndarray:
     """The target's own background (``background`` (S, S) bool: background it shows, not the
     old hair's place) in the gaps between its face (``face`` (S, S) bool) and the new hair
     (``new_alpha`` (S, S) float32, the matte; hair where > 0.5), where the source's face lay
@@ -418,14 +419,45 @@ def hair_against_face(new_alpha: np.ndarray, face: np.ndarray, background: np.nd
     above the head is no cheek's), only the parts that touch the face, with the pixels within
     ``rim_px`` of them on the face's edge and in the hair's soft edge: the face's outermost
     pixels carry the old background's colour, and the wall would show through the soft edge,
-    a pale or green line between cheek and hair once the hair lies there. (S, S) bool."""
+    a pale or green line between cheek and hair once the hair lies there. Given ``image``
+    ((S, S, 3) uint8, the target) and ``foreground`` ((S, S, 3) float32 0-255, the new hair's
+    colours), only gaps whose own pixels are lighter (CIE L*, median) than the opaque hair
+    beside them by more than ``lighter``: a darker gap reads as the hair's shadow on the cheek
+    and is left as the photo has it; a lighter one reads as a hole through the head.
+    (S, S) bool."""
     gaps = side_gaps(new_alpha > 0.5, face, background & (source_face | (new_alpha > 0.02)), width, below,
                      mass=mass, min_area=min_area)
     gaps[:int(max(0, above))] = False
     if not gaps.any():
         return gaps
     gaps = joined(gaps, grow(face, 1.5) & ~face) & ~face
+    if image is not None and foreground is not None and gaps.any():
+        gaps &= _lighter_than_hair(gaps, image, foreground, new_alpha > 0.95, width, lighter)
     return gaps | (grow(gaps, rim_px) & (face | (new_alpha < 0.99)))
+
+
+def _lighter_than_hair(parts_mask: np.ndarray, image: np.ndarray, foreground: np.ndarray, hair: np.ndarray,
+                       reach: float, lighter: float) -> np.ndarray:
+    """The parts (8-connected) of ``parts_mask`` whose median L* in ``image`` exceeds that of
+    ``foreground`` over the ``hair`` pixels within ``reach`` of them by more than ``lighter``."""
+    out = np.zeros_like(parts_mask)
+    n, parts = cv2.connectedComponents(parts_mask.astype(np.uint8), connectivity=8)
+    r = max(2, int(round(reach)))
+    for i in range(1, n):
+        part = parts == i
+        ys, xs = np.nonzero(part)
+        y0, y1 = max(0, ys.min() - r), min(part.shape[0], ys.max() + r + 1)
+        x0, x1 = max(0, xs.min() - r), min(part.shape[1], xs.max() + r + 1)
+        sub = part[y0:y1, x0:x1]
+        ring = grow(sub, r) & hair[y0:y1, x0:x1] & ~sub
+        if ring.sum() < 20:
+            continue
+        own = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2LAB)[..., 0][sub]
+        fg = np.clip(np.round(foreground[y0:y1, x0:x1]), 0, 255).astype(np.uint8)
+        beside = cv2.cvtColor(fg, cv2.COLOR_RGB2LAB)[..., 0][ring]
+        if (float(np.median(own)) - float(np.median(beside))) * 100.0 / 255.0 > lighter:
+            out |= part
+    return out
 
 
 def skin_under_hairline(face: np.ndarray, new_alpha: np.ndarray, removed: np.ndarray, band_px: float,

@@ -694,7 +694,8 @@ class HairTryOn:
                                               warped_labels == FACE, width=int(u / 20),
                                               above=tgt.points[1:3, 1].mean(), below=chin_y,
                                               mass=u / 40, min_area=(u / 40) ** 2,
-                                              rim_px=max(1.5, u / 300)) & inside
+                                              rim_px=max(1.5, u / 300), image=tgt.crop,
+                                              foreground=layer.foreground) & inside
             # (the face's outline, wider than the parsed face at a temple, is no skin where the
             # target shows its own background there)
             shown = face & ~((tgt.semantic.labels == BACKGROUND) & ~removed)
