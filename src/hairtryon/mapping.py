@@ -11,8 +11,9 @@ skin plates in the old hair's shape):
   image across the face's axis, a neck column under the jaw, and the shoulders MediaPipe Pose
   placed (also under hair);
 - **hair**: the gaps between the face and a new hairstyle made for another head, above the
-  mouth (the new hair is grown there: no skin plates beside the face), and the target's own
-  background between its cheek and new hair that lay against the source's cheek;
+  mouth (the new hair is grown there: no skin plates beside the face), and a sliver of the
+  target's own background, lighter than the hair, between its cheek and new hair that lay
+  against the source's cheek;
 - **background**: everything else.
 
 Arrays live in the target's work frame: images (S, S, 3) uint8 RGB, masks (S, S) bool, labels
