@@ -150,3 +150,18 @@ def grow(mask: np.ndarray, radius: float) -> np.ndarray:
     if not m.any():
         return m.copy()
     return cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 3) <= radius
+
+
+def parts_in_boxes(mask: np.ndarray, margin: int):
+    """Each 8-connected part of ``mask`` ((H, W) bool) with a box around it ``margin`` pixels
+    wider on every side (clipped to the image), for work that looks at a part and its
+    surroundings only. Yields (part (H, W) bool, box (rows, cols) slices, the part inside the
+    box)."""
+    n, labels = cv2.connectedComponents(np.asarray(mask, np.uint8), connectivity=8)
+    h, w = labels.shape
+    for i in range(1, n):
+        part = labels == i
+        ys, xs = np.nonzero(part)
+        box = (slice(max(0, ys.min() - margin), min(h, ys.max() + margin + 1)),
+               slice(max(0, xs.min() - margin), min(w, xs.max() + margin + 1)))
+        yield part, box, part[box]

@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from .framing import disk, resize
+from .framing import disk, parts_in_boxes, resize
 from .segmentation import HAIR
 
 
@@ -75,22 +75,16 @@ def hairless_artifacts(image: np.ndarray, artifacts: np.ndarray, intended: np.nd
     if not todo.any() or len(hair_colours) == 0:
         return out
     hair_lab = _lab(np.asarray(hair_colours, np.uint8))
-    n, parts = cv2.connectedComponents(todo.astype(np.uint8), connectivity=8)
     r = max(2, int(round(reach)))
-    for i in range(1, n):
-        part = parts == i
-        ys, xs = np.nonzero(part)
-        y0, y1 = max(0, ys.min() - r), min(part.shape[0], ys.max() + r + 1)
-        x0, x1 = max(0, xs.min() - r), min(part.shape[1], xs.max() + r + 1)
-        sub = part[y0:y1, x0:x1]
-        cls = np.bincount(intended[y0:y1, x0:x1][sub]).argmax()
-        ring = cv2.dilate(sub.astype(np.uint8), disk(r)).astype(bool) & ~sub & known[y0:y1, x0:x1] & \
-            (intended[y0:y1, x0:x1] == cls) & ~artifacts[y0:y1, x0:x1]
+    for part, box, sub in parts_in_boxes(todo, r):
+        cls = np.bincount(intended[box][sub]).argmax()
+        ring = cv2.dilate(sub.astype(np.uint8), disk(r)).astype(bool) & ~sub & known[box] & \
+            (intended[box] == cls) & ~artifacts[box]
         if ring.sum() < 20:
             continue
-        box = image[y0:y1, x0:x1]
-        here = np.median(_lab(box[sub]), axis=0)
-        around = np.median(_lab(box[ring]), axis=0)
+        seen = image[box]
+        here = np.median(_lab(seen[sub]), axis=0)
+        around = np.median(_lab(seen[ring]), axis=0)
         to_scene = float(np.linalg.norm(here - around))
         to_hair = float(np.linalg.norm(hair_lab - here, axis=1).min())
         if to_scene < 0.5 * to_hair:

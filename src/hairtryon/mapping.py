@@ -27,7 +27,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from .framing import disk, grow
+from .framing import disk, grow, parts_in_boxes
 from .segmentation import BACKGROUND, EARS, FACE, HAIR, NECK
 
 
@@ -442,19 +442,13 @@ def _lighter_than_hair(parts_mask: np.ndarray, image: np.ndarray, foreground: np
     """The parts (8-connected) of ``parts_mask`` whose median L* in ``image`` exceeds that of
     ``foreground`` over the ``hair`` pixels within ``reach`` of them by more than ``lighter``."""
     out = np.zeros_like(parts_mask)
-    n, parts = cv2.connectedComponents(parts_mask.astype(np.uint8), connectivity=8)
     r = max(2, int(round(reach)))
-    for i in range(1, n):
-        part = parts == i
-        ys, xs = np.nonzero(part)
-        y0, y1 = max(0, ys.min() - r), min(part.shape[0], ys.max() + r + 1)
-        x0, x1 = max(0, xs.min() - r), min(part.shape[1], xs.max() + r + 1)
-        sub = part[y0:y1, x0:x1]
-        ring = grow(sub, r) & hair[y0:y1, x0:x1] & ~sub
+    for part, box, sub in parts_in_boxes(parts_mask, r):
+        ring = grow(sub, r) & hair[box] & ~sub
         if ring.sum() < 20:
             continue
-        own = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2LAB)[..., 0][sub]
-        fg = np.clip(np.round(foreground[y0:y1, x0:x1]), 0, 255).astype(np.uint8)
+        own = cv2.cvtColor(image[box], cv2.COLOR_RGB2LAB)[..., 0][sub]
+        fg = np.clip(np.round(foreground[box]), 0, 255).astype(np.uint8)
         beside = cv2.cvtColor(fg, cv2.COLOR_RGB2LAB)[..., 0][ring]
         if (float(np.median(own)) - float(np.median(beside))) * 100.0 / 255.0 > lighter:
             out |= part
