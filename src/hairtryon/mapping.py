@@ -405,6 +405,63 @@ def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width
     return gaps
 
 
+def hair_behind_body(new_alpha: np.ndarray, source_body: np.ndarray, target_body: np.ndarray,
+                     neck: np.ndarray, below: float, touch: float, margin: float,
+                     feather_px: float = 1.0) -> np.ndarray:
+    """Where the source's hair went behind its shoulders, the target's shoulders in front of
+    the new hair: ``new_alpha`` (S, S) float32 with the target's body cut out of it.
+
+    Long hair that falls down the back ends, in its photo, at the top of the shoulders: the
+    shoulder hides the rest. Laid on a target whose shoulders sit higher, that end would lie over
+    the target's shirt as a straight cut. A column of the frame (below row ``below``, the chin)
+    counts as hair behind the body where the source's hair (``new_alpha`` > 0.5) ends within
+    ``touch`` pixels above, or ``margin`` pixels below, the top of the source's body in it
+    (``source_body`` (S, S) bool, the source's neck and clothes moved into this frame); hair that
+    goes on well below the shoulder's top hangs in front of the chest and stays in front. In
+    those columns the target's body (``target_body`` (S, S) bool: its clothes, as the photo shows
+    them) takes the hair's place, except its neck (``neck`` (S, S) bool: hair beside a neck lies
+    in front of it). Each lock of new hair over those clothes goes behind them whole, where most of
+    it lies in such columns, or stays in front whole. The cut follows the target's own outline,
+    softened over ``feather_px`` pixels. All masks in the target's work
+    frame."""
+    s = new_alpha.shape[0]
+    hair = new_alpha > 0.5
+    rows = np.arange(s)[:, None]
+    low = rows >= below
+    src = source_body & low & ~neck
+    has_src = src.any(axis=0)
+    if not has_src.any():
+        return new_alpha
+    top_src = np.where(has_src, np.argmax(src, axis=0), s)
+    hair_low = hair & low
+    has_hair = hair_low.any(axis=0)
+    end = np.where(has_hair, s - 1 - np.argmax(hair_low[::-1], axis=0), -1)
+    behind = has_src & has_hair & (end >= top_src - touch) & (end <= top_src + margin)
+    # no lone columns: a run of them shorter than the touch distance is noise of the outline
+    k = max(1, int(round(touch)))
+    run = cv2.morphologyEx(behind.astype(np.uint8)[None, :], cv2.MORPH_OPEN, np.ones((1, 2 * k + 1), np.uint8))
+    behind = run[0].astype(bool)
+    if not behind.any():
+        return new_alpha
+    # decided per lock of hair over the clothes, so that no lock is cut along a column
+    body = target_body & ~neck
+    over = (new_alpha > 0.05) & body
+    n, lab = cv2.connectedComponents(over.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return new_alpha
+    total = np.bincount(lab.ravel(), minlength=n)
+    back = np.bincount(lab[over & behind[None, :]], minlength=n)
+    chosen = back >= 0.6 * np.maximum(total, 1)
+    chosen[0] = False
+    cover = chosen[lab]
+    if not cover.any():
+        return new_alpha
+    soft = cover.astype(np.float32)
+    if feather_px > 0:
+        soft = cv2.GaussianBlur(soft, (0, 0), feather_px)
+    return (new_alpha * (1.0 - np.clip(soft, 0.0, 1.0))).astype(np.float32)
+
+
 def hair_against_face(new_alpha: np.ndarray, face: np.ndarray, background: np.ndarray,
                       source_face: np.ndarray, width: int, above: float, below: float, mass: float = 0.0,
                       min_area: float = 0.0, rim_px: float = 2.0, image: Optional[np.ndarray] = None,
@@ -615,5 +672,5 @@ def target_regions(crop: np.ndarray, labels: np.ndarray, hair_prob: np.ndarray, 
                          tinted & inside)
 
 
-__all__ = ["feature_hulls", "features_mask", "target_regions", "joined", "remove_hair", "stray_strands", "flyaways", "hair_shade", "hair_halo", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
+__all__ = ["hair_behind_body", "feature_hulls", "features_mask", "target_regions", "joined", "remove_hair", "stray_strands", "flyaways", "hair_shade", "hair_halo", "face_outline", "body_outline", "valid_shoulders", "face_mirror",
            "side_gaps", "hair_against_face", "skull", "skin_under_hairline", "enclosed_by_hair", "under_hair", "mapping_mask", "reflection", "TargetRegions"]

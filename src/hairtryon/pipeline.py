@@ -702,6 +702,14 @@ class HairTryOn:
             gaps |= mapping.enclosed_by_hair(shown, layer.alpha, above=tgt.points[1:3, 1].mean(),
                                              rim_px=max(2.0, u / 100)) & inside
             fg, alpha = rebuild.grow_hair(layer.foreground, layer.alpha, gaps, unit=u)
+            # long hair that went behind the source's shoulders goes behind the target's clothes
+            # (its own, seen: not what the rebuild will invent under the old hair)
+            parts = tgt.semantic.parts
+            clothes = (tgt.semantic.labels == NECK) & ~removed & inside
+            if "cloth" in parts:
+                clothes &= parts["cloth"] > parts["neck_skin"]
+            alpha = mapping.hair_behind_body(alpha, (warped_labels == NECK) & src_photo, clothes,
+                                             regions.neck, below=chin_y, touch=u / 50, margin=u / 25)
             layer = compositing.HairLayer(alpha, fg)
             skin = mapping.skin_under_hairline(face, layer.alpha, removed, band_px=u / 40,
                                                above=tgt.points[1:3, 1].mean())
