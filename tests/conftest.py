@@ -122,6 +122,11 @@ def empty_hf_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # read at import time by huggingface_hub
     monkeypatch.setenv("HAIRTRYON_OFFLINE", "1")
+    # models loaded from another test's cache are not in this one (the process-wide cache is keyed
+    # by model id, device and dtype: on a CPU without bf16 'auto' and fp32 share a key)
+    from hairtryon import diffusion
+
+    monkeypatch.setattr(diffusion, "_MODELS", {})
     return cache
 
 
