@@ -16,6 +16,10 @@ skin plates in the old hair's shape):
   against the source's cheek;
 - **background**: everything else.
 
+Long hair that went behind the source's shoulders (it ends at their top in its photo) goes
+behind the target's clothes (:func:`hair_behind_body`); hair that hangs down the source's chest
+stays in front.
+
 Arrays live in the target's work frame: images (S, S, 3) uint8 RGB, masks (S, S) bool, labels
 (S, S) uint8 class ids (:mod:`hairtryon.segmentation`), points (N, 2) float (x, y) frame pixels.
 """
