@@ -411,7 +411,7 @@ def side_gaps(new_hair: np.ndarray, face: np.ndarray, removed: np.ndarray, width
 
 def hair_behind_body(new_alpha: np.ndarray, source_body: np.ndarray, target_body: np.ndarray,
                      neck: np.ndarray, below: float, touch: float, margin: float,
-                     feather_px: float = 1.0) -> np.ndarray:
+                     feather_px: float = 1.0, source_photo: Optional[np.ndarray] = None) -> np.ndarray:
     """Where the source's hair went behind its shoulders, the target's shoulders in front of
     the new hair: ``new_alpha`` (S, S) float32 with the target's body cut out of it.
 
@@ -424,7 +424,11 @@ def hair_behind_body(new_alpha: np.ndarray, source_body: np.ndarray, target_body
     goes on well below the shoulder's top hangs in front of the chest and stays in front. In
     those columns the target's body (``target_body`` (S, S) bool: its clothes, as the photo shows
     them) takes the hair's place, except its neck (``neck`` (S, S) bool: hair beside a neck lies
-    in front of it). Each lock of new hair over those clothes goes behind them whole, where most of
+    in front of it). Given ``source_photo`` ((S, S) bool, where the source photo lies in this
+    frame), a column also counts where the hair reaches, below the chin, to within ``touch``
+    pixels of the bottom edge of the source photo: the photo cut the hair off there, and nothing
+    shows how it goes on; behind the target's clothes, its end is hidden instead of fading out on
+    the chest. Each lock of new hair over those clothes goes behind them whole, where most of
     it lies in such columns, or stays in front whole. The cut follows the target's own outline,
     softened over ``feather_px`` pixels. All masks in the target's work
     frame."""
@@ -434,13 +438,15 @@ def hair_behind_body(new_alpha: np.ndarray, source_body: np.ndarray, target_body
     low = rows >= below
     src = source_body & low & ~neck
     has_src = src.any(axis=0)
-    if not has_src.any():
-        return new_alpha
     top_src = np.where(has_src, np.argmax(src, axis=0), s)
     hair_low = hair & low
     has_hair = hair_low.any(axis=0)
     end = np.where(has_hair, s - 1 - np.argmax(hair_low[::-1], axis=0), -1)
     behind = has_src & has_hair & (end >= top_src - touch) & (end <= top_src + margin)
+    if source_photo is not None:  # hair that the source photo's bottom edge cut off
+        seen = source_photo.any(axis=0)
+        bottom = np.where(seen, s - 1 - np.argmax(source_photo[::-1], axis=0), s - 1)
+        behind |= seen & has_hair & (bottom < s - 1) & (bottom >= below) & (end >= bottom - touch)
     # no lone columns: a run of them shorter than the touch distance is noise of the outline
     k = max(1, int(round(touch)))
     run = cv2.morphologyEx(behind.astype(np.uint8)[None, :], cv2.MORPH_OPEN, np.ones((1, 2 * k + 1), np.uint8))

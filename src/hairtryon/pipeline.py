@@ -709,7 +709,8 @@ class HairTryOn:
             if "cloth" in parts:
                 clothes &= parts["cloth"] > parts["neck_skin"]
             alpha = mapping.hair_behind_body(alpha, (warped_labels == NECK) & src_photo, clothes,
-                                             regions.neck, below=chin_y, touch=u / 50, margin=u / 25)
+                                             regions.neck, below=chin_y, touch=u / 50, margin=u / 25,
+                                             source_photo=src_photo)
             layer = compositing.HairLayer(alpha, fg)
             skin = mapping.skin_under_hairline(face, layer.alpha, removed, band_px=u / 40,
                                                above=tgt.points[1:3, 1].mean())
