@@ -425,8 +425,9 @@ def hair_behind_body(new_alpha: np.ndarray, source_body: np.ndarray, target_body
     those columns the target's body (``target_body`` (S, S) bool: its clothes, as the photo shows
     them) takes the hair's place, except its neck (``neck`` (S, S) bool: hair beside a neck lies
     in front of it). Given ``source_photo`` ((S, S) bool, where the source photo lies in this
-    frame), a column also counts where the hair reaches, below the chin, to within ``touch``
-    pixels of the bottom edge of the source photo: the photo cut the hair off there, and nothing
+    frame, or beyond the target photo, where no cut can be seen), a column also counts where the
+    hair reaches, below the chin, to within ``touch`` pixels of the bottom edge of the source
+    photo: the photo cut the hair off there, and nothing
     shows how it goes on; behind the target's clothes, its end is hidden instead of fading out on
     the chest. Each lock of new hair over those clothes goes behind them whole, where most of
     it lies in such columns, or stays in front whole. The cut follows the target's own outline,

@@ -710,7 +710,7 @@ class HairTryOn:
                 clothes &= parts["cloth"] > parts["neck_skin"]
             alpha = mapping.hair_behind_body(alpha, (warped_labels == NECK) & src_photo, clothes,
                                              regions.neck, below=chin_y, touch=u / 50, margin=u / 25,
-                                             source_photo=src_photo)
+                                             source_photo=src_photo | ~inside)  # (no cut seen past the target photo)
             layer = compositing.HairLayer(alpha, fg)
             skin = mapping.skin_under_hairline(face, layer.alpha, removed, band_px=u / 40,
                                                above=tgt.points[1:3, 1].mean())
