@@ -17,8 +17,9 @@ skin plates in the old hair's shape):
 - **background**: everything else.
 
 Long hair that went behind the source's shoulders (it ends at their top in its photo) goes
-behind the target's clothes (:func:`hair_behind_body`); hair that hangs down the source's chest
-stays in front.
+behind the target's clothes (:func:`hair_behind_body`), and so does hair that the source photo's
+bottom edge cut off inside the target photo; hair that hangs down the source's chest stays in
+front.
 
 Arrays live in the target's work frame: images (S, S, 3) uint8 RGB, masks (S, S) bool, labels
 (S, S) uint8 class ids (:mod:`hairtryon.segmentation`), points (N, 2) float (x, y) frame pixels.
