@@ -428,9 +428,8 @@ def hair_behind_body(new_alpha: np.ndarray, source_body: np.ndarray, target_body
     in front of it). Given ``source_photo`` ((S, S) bool, where the source photo lies in this
     frame, or beyond the target photo, where no cut can be seen), a column also counts where the
     hair reaches, below the chin, to within ``touch`` pixels of the bottom edge of the source
-    photo: the photo cut the hair off there, and nothing
-    shows how it goes on; behind the target's clothes, its end is hidden instead of fading out on
-    the chest. Each lock of new hair over those clothes goes behind them whole, where most of
+    photo: the photo cut the hair off there, and nothing shows how it goes on; behind the
+    target's clothes, its end is hidden instead of fading out on the chest. Each lock of new hair over those clothes goes behind them whole, where most of
     it lies in such columns, or stays in front whole. The cut follows the target's own outline,
     softened over ``feather_px`` pixels. All masks in the target's work
     frame."""
@@ -443,11 +442,14 @@ def hair_behind_body(new_alpha: np.ndarray, source_body: np.ndarray, target_body
     top_src = np.where(has_src, np.argmax(src, axis=0), s)
     hair_low = hair & low
     has_hair = hair_low.any(axis=0)
-    end = np.where(has_hair, s - 1 - np.argmax(hair_low[::-1], axis=0), -1)
+    def last_row(m):  # per column, the lowest row where ``m`` holds
+        return s - 1 - np.argmax(m[::-1], axis=0)
+
+    end = np.where(has_hair, last_row(hair_low), -1)
     behind = has_src & has_hair & (end >= top_src - touch) & (end <= top_src + margin)
     if source_photo is not None:  # hair that the source photo's bottom edge cut off
         seen = source_photo.any(axis=0)
-        bottom = np.where(seen, s - 1 - np.argmax(source_photo[::-1], axis=0), s - 1)
+        bottom = np.where(seen, last_row(source_photo), s - 1)
         behind |= seen & has_hair & (bottom < s - 1) & (bottom >= below) & (end >= bottom - touch)
     # no lone columns: a run of them shorter than the touch distance is noise of the outline
     k = max(1, int(round(touch)))
