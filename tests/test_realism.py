@@ -333,6 +333,8 @@ DECLINES = [  # (target, source, concern code, words the message must have)
     ("IBM_face.png", "ahn-github_neutral.jpeg", "invent", "invented"),
     # braids swept to one side, onto a short-haired head: the wall would come up to his temple
     ("ahn-github_angry.jpg", "lulumuts_knotless-braids.jpg", "head", "side of the head"),
+    # the photo ends at her forehead: his short hair on top would lie beyond it (19% inside)
+    ("Zelex_kodim15.png", "ahn-github_angry.jpg", "outside", "cut off by the photo's edge"),
 ]
 
 
@@ -364,6 +366,40 @@ def test_a_short_cut_that_uncovers_less_than_the_face_is_not_declined(tool, port
     r = tool(portraits / "ahn-github_neutral.jpeg", portraits / "ageitgey_obama.jpg", refine="classic")
     assert "invent" not in {c["code"] for c in r.meta["concerns"]}, r.meta["concerns"]
     assert (r.masks["hair_alpha"] > 0.5).sum() > 0
+
+
+def test_a_big_hairstyle_past_the_photos_top_edge_is_given_with_a_warning(tool, portraits):
+    """Christophe's photo ends above his hair: the afro reaches far beyond it (35% of its part
+    above the eyes inside), but its sides and its length show plainly (57% of it inside): the
+    result comes, with the warning, not declined (kodim15 <- angry above is)."""
+    r = tool(portraits / "thumbor_800px-Christophe_Henner_-_June_2016.jpg",
+             portraits / "williamyang1991_yRpe13BHdKw.jpg", refine="classic")
+    outside = [c for c in r.meta["concerns"] if c["code"] == "outside"]
+    assert outside and not outside[0]["declined"], r.meta["concerns"]
+    assert any("cuts off the top of the new hairstyle" in w for w in r.meta["warnings"])
+
+
+def test_hair_that_runs_out_of_the_photo_below_is_no_concern():
+    """``checks.shown_check`` on drawn mattes: long hair cut by the photo's bottom edge is an
+    ordinary crop; a crown beyond its top edge declines; a big one half beyond it warns."""
+    from hairtryon.checks import shown_check
+
+    s, eyes = 400, 200.0
+    inside = np.zeros((s, s), bool)
+    inside[:300] = True  # the photo ends 100 px below the eyes
+    long_hair = np.zeros((s, s), np.float32)
+    long_hair[80:400, 100:300] = 1.0  # from the crown to far below the photo
+    assert shown_check(long_hair, inside, eyes) == []
+    inside_top = np.zeros((s, s), bool)
+    inside_top[150:] = True  # the photo ends 50 px above the eyes
+    crown = np.zeros((s, s), np.float32)
+    crown[40:170, 120:280] = 1.0  # short hair on top
+    (c,) = shown_check(crown, inside_top, eyes)
+    assert c.decline and c.code == "outside" and abs(c.value - 20 / 130) < 0.01
+    big = np.zeros((s, s), np.float32)
+    big[40:330, 60:340] = 1.0  # an afro down to the chin
+    (c,) = shown_check(big, inside_top, eyes)
+    assert not c.decline and abs(c.value - 50 / 160) < 0.01
 
 
 def test_the_skull_is_the_top_of_the_head():

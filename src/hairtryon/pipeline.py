@@ -535,7 +535,8 @@ class HairTryOn:
 
     def check_pair(self, tgt: FaceAnalysis, src: FaceAnalysis, mapping: "Mapping") -> list:
         """What the mapping says: heads turned apart, the target's hands or other people where the
-        try-on changes pixels, a neck and shoulders to invent, and too much of the scene to invent."""
+        try-on changes pixels, the new hairstyle cut off by either photo's edges, a neck and
+        shoulders to invent, and too much of the scene to invent."""
         f = tgt.frame
         mesh = f.to_frame_points(tgt.landmarks.mesh)
         face_width = float(np.ptp(mesh[:, 0]))
@@ -552,6 +553,7 @@ class HairTryOn:
             scale = float(np.sqrt(abs(np.linalg.det(mapping.warp[:2, :2]))))  # target px per source px
             visible[side] = float((moved & tgt.inside).sum()) / max(3.0 * scale, 1e-6)  # line length
         found += checks.cut_off_check(visible, face_width)
+        found += checks.shown_check(mapping.source_hair, tgt.inside, float(tgt.points[1:3, 1].mean()))
         regions = self.regions(tgt)
         invented = mapping.removed & regions.body & ~regions.neck & (mapping.layer.alpha < 0.5) & tgt.inside
         parts = tgt.semantic.parts
