@@ -318,7 +318,9 @@ def shown_check(new_hair: np.ndarray, inside: np.ndarray, eyes_y: float) -> List
     is, it declines. Measured on ``../shared/portraits`` targets cropped at the forehead, under a
     mohawk, a bob, an afro and long locs: the results that look almost unchanged (short hair on
     top, a bob's crown) keep 19-36% of the whole and 15-31% of the top inside; those where the
-    new hairstyle shows plainly (the afro's sides, the locs) 57-74% of the whole."""
+    new hairstyle shows plainly (the afro's sides, the locs) 57-74% of the whole; the other targets
+    74% and more of the top. The concern's ``value`` is the share that decided it: of the whole
+    when it declines, of the top when it warns."""
     total = float(new_hair.sum())
     rows = max(0, int(round(eyes_y)))
     upper = float(new_hair[:rows].sum())
