@@ -103,6 +103,11 @@ class FaceAnalysis:
         """(4, 2) the method's 4 points in frame coordinates."""
         return self.frame.to_frame_points(self.landmarks.points)
 
+    @property
+    def eyes_y(self) -> float:
+        """The eyes' row in the frame: the mean y of the two eye points of :attr:`points`."""
+        return float(self.points[1:3, 1].mean())
+
     @cached_property
     def unit(self) -> float:
         """The side, in work-frame pixels, of the face's nominal work frame (FFHQ framing widened
@@ -120,7 +125,7 @@ class FaceAnalysis:
         mesh stops below the hairline), united with the parsed face."""
         s = self.frame.size
         oval = self.frame.to_frame_points(self.landmarks.face_oval())
-        eye_y = self.points[1:3, 1].mean()
+        eye_y = self.eyes_y
         chin_y = self.points[3, 1]
         lift = 0.12 * (chin_y - eye_y)
         oval[:, 1] -= np.clip((eye_y - oval[:, 1]) / max(eye_y - oval[:, 1].min(), 1e-6), 0, 1) * lift
@@ -150,7 +155,7 @@ class FaceAnalysis:
         narrowed), where a new hairstyle's higher hairline uncovers forehead skin."""
         s = self.frame.size
         oval = self.frame.to_frame_points(self.landmarks.face_oval())
-        eye_y = self.points[1:3, 1].mean()
+        eye_y = self.eyes_y
         upper = oval[oval[:, 1] <= eye_y]
         x0, x1 = upper[:, 0].min(), upper[:, 0].max()
         shrink = 0.1 * (x1 - x0)
@@ -553,7 +558,7 @@ class HairTryOn:
             scale = float(np.sqrt(abs(np.linalg.det(mapping.warp[:2, :2]))))  # target px per source px
             visible[side] = float((moved & tgt.inside).sum()) / max(3.0 * scale, 1e-6)  # line length
         found += checks.cut_off_check(visible, face_width)
-        found += checks.shown_check(mapping.source_hair, tgt.inside, float(tgt.points[1:3, 1].mean()))
+        found += checks.shown_check(mapping.source_hair, tgt.inside, tgt.eyes_y)
         regions = self.regions(tgt)
         invented = mapping.removed & regions.body & ~regions.neck & (mapping.layer.alpha < 0.5) & tgt.inside
         parts = tgt.semantic.parts
@@ -694,14 +699,14 @@ class HairTryOn:
             # hair that lay against the source's cheek lies against this one (no sliver of wall)
             gaps |= mapping.hair_against_face(layer.alpha, face, (tgt.semantic.labels == BACKGROUND) & ~removed,
                                               warped_labels == FACE, width=int(u / 20),
-                                              above=tgt.points[1:3, 1].mean(), below=chin_y,
+                                              above=tgt.eyes_y, below=chin_y,
                                               mass=u / 40, min_area=(u / 40) ** 2,
                                               rim_px=max(1.5, u / 300), image=tgt.crop,
                                               foreground=layer.foreground) & inside
             # (the face's outline, wider than the parsed face at a temple, is no skin where the
             # target shows its own background there)
             shown = face & ~((tgt.semantic.labels == BACKGROUND) & ~removed)
-            gaps |= mapping.enclosed_by_hair(shown, layer.alpha, above=tgt.points[1:3, 1].mean(),
+            gaps |= mapping.enclosed_by_hair(shown, layer.alpha, above=tgt.eyes_y,
                                              rim_px=max(2.0, u / 100)) & inside
             fg, alpha = rebuild.grow_hair(layer.foreground, layer.alpha, gaps, unit=u)
             # long hair that went behind the source's shoulders goes behind the target's clothes
@@ -715,7 +720,7 @@ class HairTryOn:
                                              source_photo=src_photo | ~inside)  # (no cut seen past the target photo)
             layer = compositing.HairLayer(alpha, fg)
             skin = mapping.skin_under_hairline(face, layer.alpha, removed, band_px=u / 40,
-                                               above=tgt.points[1:3, 1].mean())
+                                               above=tgt.eyes_y)
             under = mapping.under_hair(tgt.semantic.labels, removed, skin, regions.body & ~face)
             intended = mapping.mapping_mask(under, layer.mask)
 
